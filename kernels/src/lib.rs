@@ -1,0 +1,18 @@
+//! Pixel maths for oldfilmrestore. Nothing here knows about GStreamer: every stage works on
+//! [`frame::WorkFrame`]s and is testable with plain arrays.
+
+pub mod compare;
+pub mod cut;
+pub mod deflicker;
+pub mod degrade;
+pub mod formats;
+pub mod frame;
+pub mod metrics;
+pub mod pool;
+pub mod restorer;
+pub mod rng;
+pub mod stats;
+pub mod window;
+
+pub use formats::{pack, unpack, FormatError, OwnedImage, PixelFormat, PlaneMut, PlaneRef};
+pub use frame::{Chroma, Geometry, Plane, WorkFrame};

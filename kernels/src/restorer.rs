@@ -1,0 +1,286 @@
+//! The chain of restoration stages over the temporal window, independent of GStreamer.
+//!
+//! The element's worker thread drives one `Restorer`: it pushes unpacked frames in, asks for
+//! restored frames out (in order), and hands the frames the window no longer needs back to
+//! their pool. Everything temporal (window, cut decisions, deflicker history) lives here, so a
+//! flush or seek is one call to [`Restorer::reset`].
+
+use crate::compare::{compose, CompareMode};
+use crate::cut::is_cut;
+use crate::deflicker::{Deflicker, DeflickerParams, ToneCorrection};
+use crate::frame::{Geometry, WorkFrame};
+use crate::stats::{FrameStats, QUANTILES};
+use crate::window::TemporalWindow;
+use std::time::Instant;
+
+/// Parameters of every stage, copied once per frame from the element's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RestoreParams {
+    /// Skip every stage (the element then outputs its input buffers untouched).
+    pub bypass: bool,
+    pub deflicker: bool,
+    pub deflicker_params: DeflickerParams,
+    /// Score above which two consecutive frames are taken to be a shot cut.
+    pub cut_threshold: f32,
+    pub compare: CompareMode,
+}
+
+impl Default for RestoreParams {
+    fn default() -> Self {
+        RestoreParams {
+            bypass: false,
+            deflicker: true,
+            deflicker_params: DeflickerParams::default(),
+            cut_threshold: 0.5,
+            compare: CompareMode::None,
+        }
+    }
+}
+
+/// The stages, in processing order, for per-stage timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Analyse,
+    Deflicker,
+    Compare,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Analyse, Stage::Deflicker, Stage::Compare];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Analyse => "analyse",
+            Stage::Deflicker => "deflicker",
+            Stage::Compare => "compare",
+        }
+    }
+}
+
+/// Milliseconds spent in each stage for one frame, indexed like [`Stage::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub ms: [f64; Stage::ALL.len()],
+}
+
+impl StageTimes {
+    pub fn total(&self) -> f64 {
+        self.ms.iter().sum()
+    }
+
+    pub fn get(&self, stage: Stage) -> f64 {
+        self.ms[stage as usize]
+    }
+
+    fn add(&mut self, stage: Stage, since: Instant) {
+        self.ms[stage as usize] += since.elapsed().as_secs_f64() * 1e3;
+    }
+}
+
+/// What comes out with each restored frame.
+#[derive(Debug)]
+pub struct Restored<T> {
+    pub tag: T,
+    /// Frame number since the last reset.
+    pub seq: u64,
+    pub starts_shot: bool,
+    pub correction: ToneCorrection,
+    pub times: StageTimes,
+}
+
+pub struct Restorer<T> {
+    window: TemporalWindow<T>,
+    deflicker: Deflicker,
+    /// The restored frame before composition, used only when comparing.
+    restored: Box<WorkFrame>,
+    future_quantiles: Vec<[f32; QUANTILES.len()]>,
+    evicted: Vec<Box<WorkFrame>>,
+    /// Analysis time of pushed frames, charged to the frame when it is output.
+    analyse_ms: std::collections::VecDeque<f64>,
+}
+
+impl<T> Restorer<T> {
+    /// A restorer for frames of `geometry` with `past` and `future` neighbours.
+    pub fn new(geometry: Geometry, past: usize, future: usize) -> Self {
+        Restorer {
+            window: TemporalWindow::new(past, future),
+            deflicker: Deflicker::new(),
+            restored: Box::new(WorkFrame::new(geometry)),
+            future_quantiles: Vec::with_capacity(future),
+            evicted: Vec::with_capacity(past + future + 2),
+            analyse_ms: std::collections::VecDeque::with_capacity(past + future + 2),
+        }
+    }
+
+    /// Frames this restorer may hold at once; a pool feeding it needs at least this many plus
+    /// those in flight.
+    pub fn capacity(&self) -> usize {
+        self.window.capacity()
+    }
+
+    /// Frames waiting to be output.
+    pub fn pending(&self) -> usize {
+        self.window.pending()
+    }
+
+    /// Adds the next input frame. `discontinuity` starts a new shot regardless of content.
+    pub fn push(&mut self, frame: Box<WorkFrame>, tag: T, discontinuity: bool, params: &RestoreParams) {
+        let start = Instant::now();
+        let stats = FrameStats::compute(&frame.luma);
+        let cut = match self.window.newest_stats() {
+            Some(prev) => is_cut(prev, &stats, params.cut_threshold),
+            None => true,
+        };
+        self.window.push(frame, stats, cut || discontinuity, tag);
+        self.analyse_ms.push_back(start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// Whether [`Self::restore_next`] has a frame to give (all of its future neighbours have
+    /// arrived, or `draining` and any frame is pending).
+    pub fn is_ready(&self, draining: bool) -> bool {
+        self.window.is_ready(draining)
+    }
+
+    /// Restores the next frame into `out` (of `params.compare.output_geometry(input)`), or
+    /// only advances when `out` is `None` (bypass: the caller outputs the original).
+    pub fn restore_next(&mut self, params: &RestoreParams, out: Option<&mut WorkFrame>, draining: bool) -> Option<Restored<T>> {
+        if !self.window.is_ready(draining) {
+            return None;
+        }
+        let mut times = StageTimes::default();
+        times.ms[Stage::Analyse as usize] = self.analyse_ms.pop_front().unwrap_or(0.0);
+        let span = params.deflicker_params.span;
+        let centre = self.window.centre();
+        let (seq, starts_shot, quantiles) = (centre.seq, centre.starts_shot, centre.stats.quantiles);
+
+        let start = Instant::now();
+        let correction = if params.deflicker && !params.bypass {
+            self.future_quantiles.clear();
+            for offset in 1..=self.window.future() as isize {
+                match self.window.neighbour(offset) {
+                    Some(slot) => self.future_quantiles.push(slot.stats.quantiles),
+                    None => break,
+                }
+            }
+            self.deflicker.correction(&params.deflicker_params, &quantiles, &self.future_quantiles)
+        } else {
+            ToneCorrection::IDENTITY
+        };
+        self.deflicker.remember(starts_shot, span, &quantiles);
+
+        if let (Some(out), false) = (out, params.bypass) {
+            let original = &self.window.centre().frame;
+            let target: &mut WorkFrame = if params.compare == CompareMode::None { out } else { &mut self.restored };
+            target.copy_from(original);
+            correction.apply(&mut target.luma);
+            times.add(Stage::Deflicker, start);
+            if params.compare != CompareMode::None {
+                let start = Instant::now();
+                compose(params.compare, original, &self.restored, out);
+                times.add(Stage::Compare, start);
+            }
+        }
+        let tag = self.window.advance(&mut self.evicted)?;
+        Some(Restored {
+            tag,
+            seq,
+            starts_shot,
+            correction,
+            times,
+        })
+    }
+
+    /// Frames the window no longer needs, to go back to their pool.
+    pub fn take_evicted(&mut self) -> std::vec::Drain<'_, Box<WorkFrame>> {
+        self.evicted.drain(..)
+    }
+
+    /// Forgets all temporal state (flush, seek, caps change); held frames become evicted.
+    pub fn reset(&mut self) {
+        self.window.clear(&mut self.evicted);
+        self.deflicker.reset();
+        self.analyse_ms.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Chroma;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            width: 32,
+            height: 24,
+            chroma: Chroma::Subsampled { sx: 2, sy: 2 },
+        }
+    }
+
+    fn textured(gain: f32) -> Box<WorkFrame> {
+        let mut f = Box::new(WorkFrame::new(geometry()));
+        for y in 0..24 {
+            for x in 0..32 {
+                f.luma.set(x, y, ((x * 7 + y * 3) % 32) as f32 / 40.0 * gain + 0.05);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn every_frame_comes_out_once_in_order_after_drain() {
+        let mut r = Restorer::new(geometry(), 2, 2);
+        let params = RestoreParams::default();
+        let mut out = WorkFrame::new(geometry());
+        let mut seen = Vec::new();
+        for i in 0..7u32 {
+            r.push(textured(1.0), i, false, &params);
+            while let Some(done) = r.restore_next(&params, Some(&mut out), false) {
+                seen.push(done.tag);
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        while let Some(done) = r.restore_next(&params, Some(&mut out), true) {
+            seen.push(done.tag);
+        }
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_eq!(r.take_evicted().count(), 5, "all but the last `past` frames returned");
+    }
+
+    #[test]
+    fn deflicker_reduces_frame_to_frame_level_changes() {
+        let mut r = Restorer::new(geometry(), 2, 2);
+        let params = RestoreParams::default();
+        let gains = [1.0, 1.2, 0.85, 1.1, 0.9, 1.15, 0.95, 1.0, 1.2, 0.8, 1.05, 0.9];
+        let mut out = WorkFrame::new(geometry());
+        let mut means = Vec::new();
+        let mut run = |r: &mut Restorer<usize>, out: &mut WorkFrame, draining| {
+            let mut v = Vec::new();
+            while let Some(_d) = r.restore_next(&params, Some(out), draining) {
+                v.push(out.luma.data.iter().sum::<f32>() / out.luma.data.len() as f32);
+            }
+            v
+        };
+        for (i, g) in gains.iter().enumerate() {
+            r.push(textured(*g), i, false, &params);
+            means.extend(run(&mut r, &mut out, false));
+        }
+        means.extend(run(&mut r, &mut out, true));
+        let input_means: Vec<f32> = gains.iter().map(|g| textured(*g).luma.data.iter().sum::<f32>() / (32.0 * 24.0)).collect();
+        let jitter = |m: &[f32]| m.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>();
+        assert!(jitter(&means) < 0.5 * jitter(&input_means), "{} vs {}", jitter(&means), jitter(&input_means));
+    }
+
+    #[test]
+    fn reset_returns_held_frames_and_restarts_numbering() {
+        let mut r = Restorer::new(geometry(), 1, 1);
+        let params = RestoreParams::default();
+        r.push(textured(1.0), 0, false, &params);
+        r.push(textured(1.0), 1, false, &params);
+        r.reset();
+        assert_eq!(r.take_evicted().count(), 2);
+        assert_eq!(r.pending(), 0);
+        r.push(textured(1.0), 2, false, &params);
+        let mut out = WorkFrame::new(geometry());
+        assert_eq!(r.restore_next(&params, Some(&mut out), true).map(|d| d.seq), Some(0));
+    }
+}
