@@ -13,6 +13,7 @@ pub mod restorer;
 pub mod rng;
 pub mod stats;
 pub mod window;
+pub mod worker;
 
 pub use formats::{pack, unpack, FormatError, OwnedImage, PixelFormat, PlaneMut, PlaneRef};
 pub use frame::{Chroma, Geometry, Plane, WorkFrame};

@@ -1,0 +1,704 @@
+//! The `oldfilmrestore` subclass: negotiation, events and the streaming thread's side of the
+//! worker. Frames are unpacked here, restored on the worker thread (`kernels::worker`) over a
+//! temporal window, and packed and pushed here, in order, with their input's timestamps.
+
+use crate::video::{copy_packed_rows, pack_frame, parse_caps, supported_caps, unpack_frame};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use kernels::compare::CompareMode as KernelCompare;
+use kernels::deflicker::DeflickerParams;
+use kernels::restorer::{RestoreParams, Stage};
+use kernels::worker::{Done, Worker};
+use kernels::{PixelFormat, WorkFrame};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::Instant;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "oldfilmrestore",
+        gst::DebugColorFlags::empty(),
+        Some("Old film restoration"),
+    )
+});
+
+/// Before/after view for telecine preview.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstOldFilmCompareMode")]
+pub enum CompareMode {
+    #[default]
+    #[enum_value(name = "None: the restored picture only", nick = "none")]
+    None = 0,
+    #[enum_value(name = "Split: left half original, right half restored, a white divider", nick = "split")]
+    Split = 1,
+    #[enum_value(
+        name = "Side by side: original left, restored right (output is twice as wide)",
+        nick = "side-by-side"
+    )]
+    SideBySide = 2,
+}
+
+impl From<CompareMode> for KernelCompare {
+    fn from(mode: CompareMode) -> Self {
+        match mode {
+            CompareMode::None => KernelCompare::None,
+            CompareMode::Split => KernelCompare::Split,
+            CompareMode::SideBySide => KernelCompare::SideBySide,
+        }
+    }
+}
+
+const DEFAULT_BYPASS: bool = false;
+const DEFAULT_TEMPORAL_RADIUS: u32 = 2;
+const MAX_TEMPORAL_RADIUS: u32 = 8;
+const DEFAULT_DEFLICKER: bool = true;
+const DEFAULT_DEFLICKER_STRENGTH: f64 = 1.0;
+const DEFAULT_DEFLICKER_SPAN: u32 = 12;
+const DEFAULT_CUT_THRESHOLD: f64 = 0.5;
+const DEFAULT_STATS_INTERVAL: u32 = 250;
+
+/// Properties. Copied once per frame; never locked across processing.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    bypass: bool,
+    temporal_radius: u32,
+    deflicker: bool,
+    deflicker_strength: f64,
+    deflicker_span: u32,
+    cut_threshold: f64,
+    compare: CompareMode,
+    stats_interval: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bypass: DEFAULT_BYPASS,
+            temporal_radius: DEFAULT_TEMPORAL_RADIUS,
+            deflicker: DEFAULT_DEFLICKER,
+            deflicker_strength: DEFAULT_DEFLICKER_STRENGTH,
+            deflicker_span: DEFAULT_DEFLICKER_SPAN,
+            cut_threshold: DEFAULT_CUT_THRESHOLD,
+            compare: CompareMode::None,
+            stats_interval: DEFAULT_STATS_INTERVAL,
+        }
+    }
+}
+
+/// What travels with a frame through the worker.
+struct FrameTag {
+    input: gst::Buffer,
+    arrived: Instant,
+    unpack_ms: f64,
+}
+
+/// Running totals for the `oldfilmrestore-stats` message.
+#[derive(Default)]
+struct RunStats {
+    frames_in: u64,
+    frames_out: u64,
+    shots: u64,
+    processing_ms: f64,
+    unpack_ms: f64,
+    pack_ms: f64,
+    stage_ms: [f64; Stage::ALL.len()],
+    wall_latency_ms: f64,
+}
+
+/// The output side of the stream: everything needed to turn a finished frame into a buffer.
+struct Output {
+    in_info: gst_video::VideoInfo,
+    out_info: gst_video::VideoInfo,
+    format: PixelFormat,
+    /// Compare mode the negotiated caps were made for.
+    compare: KernelCompare,
+    pool: Option<gst::BufferPool>,
+    /// Packed buffers waiting to be pushed once the state lock is released.
+    outbox: Vec<gst::Buffer>,
+    error: Option<String>,
+    stats: RunStats,
+    /// Latency the window adds, reported in the LATENCY query and the stats.
+    latency: gst::ClockTime,
+}
+
+/// Per-stream state, created when caps are set and dropped on stop.
+struct State {
+    worker: Worker<FrameTag>,
+    output: Output,
+    /// The next frame starts a new shot (after a GAP event).
+    discont_pending: bool,
+}
+
+#[derive(Default)]
+pub struct OldFilmRestore {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the element down with a poisoned lock.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl OldFilmRestore {
+    fn params(settings: &Settings, negotiated: KernelCompare) -> RestoreParams {
+        // The compare mode that changes the frame size only takes effect once renegotiated.
+        let wanted: KernelCompare = settings.compare.into();
+        let compare = match (negotiated, wanted) {
+            (KernelCompare::SideBySide, _) => KernelCompare::SideBySide,
+            (_, KernelCompare::SideBySide) => KernelCompare::None,
+            (_, mode) => mode,
+        };
+        RestoreParams {
+            bypass: settings.bypass,
+            deflicker: settings.deflicker,
+            deflicker_params: DeflickerParams {
+                strength: settings.deflicker_strength as f32,
+                span: settings.deflicker_span as usize,
+            },
+            cut_threshold: settings.cut_threshold as f32,
+            compare,
+        }
+    }
+
+    /// Unpacks `input`, queues it on the worker and packs whatever the worker has finished.
+    fn feed(&self, state: &mut State, settings: &Settings, input: gst::Buffer) -> Result<(), gst::FlowError> {
+        let params = Self::params(settings, state.output.compare);
+        let discontinuity = input.flags().contains(gst::BufferFlags::DISCONT) || std::mem::take(&mut state.discont_pending);
+        let State { worker, output, .. } = state;
+        let element = self.obj();
+        let mut frame = worker
+            .acquire_input(&mut |done| output.finish(done, worker, settings, &element))
+            .map_err(|e| self.fail(e.to_string()))?;
+        let start = Instant::now();
+        if let Err(message) = unpack_buffer(&input, &output.in_info, output.format, &mut frame) {
+            worker.release_input(frame);
+            return Err(self.fail(message));
+        }
+        let tag = FrameTag {
+            input,
+            arrived: start,
+            unpack_ms: start.elapsed().as_secs_f64() * 1e3,
+        };
+        output.stats.frames_in += 1;
+        let mut on_done = |done| output.finish(done, worker, settings, &element);
+        worker
+            .submit(frame, tag, discontinuity, params, &mut on_done)
+            .map_err(|e| self.fail(e.to_string()))?;
+        worker.collect(&mut on_done);
+        self.check_output_error(state)
+    }
+
+    /// Restores and packs every held frame (EOS, caps change, new segment).
+    fn drain(&self, state: &mut State, settings: &Settings) -> Result<(), gst::FlowError> {
+        let params = Self::params(settings, state.output.compare);
+        let State { worker, output, .. } = state;
+        let mut on_done = |done| output.finish(done, worker, settings, &self.obj());
+        worker.drain(params, &mut on_done).map_err(|e| self.fail(e.to_string()))?;
+        self.check_output_error(state)
+    }
+
+    fn check_output_error(&self, state: &mut State) -> Result<(), gst::FlowError> {
+        match state.output.error.take() {
+            Some(message) => Err(self.fail(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Posts an element error and returns the flow error to give upstream.
+    fn fail(&self, message: String) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", message]);
+        gst::FlowError::Error
+    }
+
+    /// Pushes packed buffers downstream, outside the state lock.
+    fn push_outbox(&self, outbox: Vec<gst::Buffer>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let src = self.obj().src_pad().clone();
+        let mut result = Ok(gst::FlowSuccess::Ok);
+        for buffer in outbox {
+            if result.is_ok() {
+                result = src.push(buffer);
+            }
+        }
+        result
+    }
+
+    /// Runs `f` on the state, then pushes whatever it packed.
+    fn with_state(
+        &self,
+        f: impl FnOnce(&mut State, &Settings) -> Result<(), gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = *lock(&self.settings);
+        let outbox = {
+            let mut guard = lock(&self.state);
+            let Some(state) = guard.as_mut() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            state.output.pool = self.obj().buffer_pool();
+            let result = f(state, &settings);
+            let outbox = std::mem::take(&mut state.output.outbox);
+            result?;
+            outbox
+        };
+        self.push_outbox(outbox)
+    }
+
+    fn drain_and_reset(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.with_state(|state, settings| {
+            self.drain(state, settings)?;
+            state.worker.reset().map_err(|e| self.fail(e.to_string()))
+        })
+    }
+
+    fn post_stats(&self, eos: bool) {
+        let guard = lock(&self.state);
+        if let Some(state) = guard.as_ref() {
+            let message = state.output.stats_message(&self.obj(), eos);
+            drop(guard);
+            let _ = self.obj().post_message(message);
+        }
+    }
+}
+
+fn unpack_buffer(
+    input: &gst::Buffer,
+    info: &gst_video::VideoInfo,
+    format: PixelFormat,
+    frame: &mut WorkFrame,
+) -> Result<(), String> {
+    let mapped = gst_video::VideoFrameRef::from_buffer_ref_readable(input.as_ref(), info).map_err(|_| {
+        format!(
+            "input buffer of {} bytes cannot hold a {}x{} {} frame ({} bytes): corrupt or truncated",
+            input.size(),
+            info.width(),
+            info.height(),
+            info.format().to_str(),
+            info.size()
+        )
+    })?;
+    unpack_frame(format, &mapped, frame).map_err(|e| format!("cannot read input frame: {e}"))
+}
+
+impl Output {
+    /// Handles one message from the worker: packs a finished frame into a buffer for the outbox.
+    fn finish(&mut self, done: Done<FrameTag>, worker: &Worker<FrameTag>, settings: &Settings, element: &super::OldFilmRestore) {
+        let Done::Frame {
+            output,
+            restored,
+            processing_ms,
+        } = done
+        else {
+            return;
+        };
+        let start = Instant::now();
+        let tag = restored.tag;
+        let buffer = match output {
+            None => Ok(tag.input.clone()),
+            Some(frame) => {
+                let packed = self.pack(&tag.input, &frame);
+                worker.recycle_output(frame);
+                packed
+            }
+        };
+        match buffer {
+            Ok(buffer) => self.outbox.push(buffer),
+            Err(message) => {
+                self.error.get_or_insert(message);
+                return;
+            }
+        }
+        let stats = &mut self.stats;
+        stats.frames_out += 1;
+        stats.shots += restored.starts_shot as u64;
+        stats.processing_ms += processing_ms;
+        stats.unpack_ms += tag.unpack_ms;
+        stats.pack_ms += start.elapsed().as_secs_f64() * 1e3;
+        stats.wall_latency_ms += tag.arrived.elapsed().as_secs_f64() * 1e3;
+        for (total, ms) in stats.stage_ms.iter_mut().zip(restored.times.ms) {
+            *total += ms;
+        }
+        gst::trace!(CAT, obj = element, "frame {} out, correction {:?}", restored.seq, restored.correction);
+        if settings.stats_interval > 0 && stats.frames_out % settings.stats_interval as u64 == 0 {
+            let _ = element.post_message(self.stats_message(element, false));
+        }
+    }
+
+    fn acquire_buffer(&self) -> Result<gst::Buffer, String> {
+        if let Some(pool) = &self.pool {
+            if pool.is_active() || pool.set_active(true).is_ok() {
+                if let Ok(buffer) = pool.acquire_buffer(None) {
+                    return Ok(buffer);
+                }
+            }
+        }
+        gst::Buffer::with_size(self.out_info.size()).map_err(|_| "cannot allocate an output buffer".to_string())
+    }
+
+    fn pack(&self, input: &gst::Buffer, frame: &WorkFrame) -> Result<gst::Buffer, String> {
+        let mut buffer = self.acquire_buffer()?;
+        {
+            let out = buffer.make_mut();
+            out.set_pts(input.pts());
+            out.set_dts(input.dts());
+            out.set_duration(input.duration());
+            out.set_offset(input.offset());
+            out.set_offset_end(input.offset_end());
+            out.set_flags(input.flags());
+            let mut mapped = gst_video::VideoFrameRef::from_buffer_ref_writable(out, &self.out_info)
+                .map_err(|_| "cannot map the output buffer".to_string())?;
+            if self.format.has_alpha() {
+                self.copy_alpha(input, &mut mapped)?;
+            }
+            pack_frame(self.format, frame, &mut mapped).map_err(|e| format!("cannot write output frame: {e}"))?;
+        }
+        Ok(buffer)
+    }
+
+    /// Alpha is not restored: it goes through untouched, under both halves when side by side.
+    fn copy_alpha(
+        &self,
+        input: &gst::Buffer,
+        out: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+    ) -> Result<(), String> {
+        let mapped = gst_video::VideoFrameRef::from_buffer_ref_readable(input.as_ref(), &self.in_info)
+            .map_err(|_| "cannot map the input buffer".to_string())?;
+        copy_packed_rows(&mapped, out, 0);
+        if self.compare == KernelCompare::SideBySide {
+            copy_packed_rows(&mapped, out, self.in_info.width() as usize * 4);
+        }
+        Ok(())
+    }
+
+    fn stats_message(&self, element: &super::OldFilmRestore, eos: bool) -> gst::Message {
+        let s = &self.stats;
+        let per_frame = |total: f64| if s.frames_out > 0 { total / s.frames_out as f64 } else { 0.0 };
+        let mut structure = gst::Structure::builder("oldfilmrestore-stats")
+            .field("frames-in", s.frames_in)
+            .field("frames-out", s.frames_out)
+            .field("shots", s.shots)
+            .field("latency-ms", self.latency.nseconds() as f64 / 1e6)
+            .field("wall-latency-ms", per_frame(s.wall_latency_ms))
+            .field("processing-ms", per_frame(s.processing_ms))
+            .field("unpack-ms", per_frame(s.unpack_ms))
+            .field("pack-ms", per_frame(s.pack_ms))
+            .field("eos", eos)
+            .build();
+        for (stage, total) in Stage::ALL.iter().zip(s.stage_ms) {
+            structure.set(format!("{}-ms", stage.name()), per_frame(total));
+        }
+        gst::message::Element::builder(structure).src(element).build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for OldFilmRestore {
+    const NAME: &'static str = "GstOldFilmRestore";
+    type Type = super::OldFilmRestore;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for OldFilmRestore {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecBoolean::builder("bypass")
+                    .nick("Bypass")
+                    .blurb("Pass buffers through untouched (frames still leave in order after the window). Default: false")
+                    .default_value(DEFAULT_BYPASS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("temporal-radius")
+                    .nick("Temporal radius")
+                    .blurb("Past and future frames each frame is restored with. Adds radius x frame duration of latency. Range 0-8, default 2")
+                    .minimum(0)
+                    .maximum(MAX_TEMPORAL_RADIUS)
+                    .default_value(DEFAULT_TEMPORAL_RADIUS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("deflicker")
+                    .nick("Deflicker")
+                    .blurb("Remove frame-to-frame brightness and contrast flicker, never smoothing across a shot cut. Default: true")
+                    .default_value(DEFAULT_DEFLICKER)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("deflicker-strength")
+                    .nick("Deflicker strength")
+                    .blurb("0 leaves brightness as it is, 1 removes all flicker the stage measures. Range 0-1, default 1")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_DEFLICKER_STRENGTH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("deflicker-span")
+                    .nick("Deflicker span")
+                    .blurb("Frames of history the brightness target is smoothed over; longer is steadier but follows real lighting changes more slowly. Range 1-100, default 12")
+                    .minimum(1)
+                    .maximum(100)
+                    .default_value(DEFAULT_DEFLICKER_SPAN)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("cut-threshold")
+                    .nick("Cut threshold")
+                    .blurb("How different two consecutive frames must be (mean change of the brightness-normalised picture, in standard deviations) to count as a shot cut. Lower finds more cuts. Range 0.05-10, default 0.5")
+                    .minimum(0.05)
+                    .maximum(10.0)
+                    .default_value(DEFAULT_CUT_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("compare", CompareMode::None)
+                    .nick("Compare")
+                    .blurb("Before/after view for preview: none, split (left original, right restored) or side-by-side (double width; renegotiates). Default: none")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("stats-interval")
+                    .nick("Statistics interval")
+                    .blurb("Post an oldfilmrestore-stats element message every this many output frames (0: only at end of stream). Range 0-4294967295, default 250")
+                    .default_value(DEFAULT_STATS_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        // Types are checked by GObject against the ParamSpec before we are called.
+        match pspec.name() {
+            "bypass" => settings.bypass = value.get().expect("type checked upstream"),
+            "temporal-radius" => settings.temporal_radius = value.get().expect("type checked upstream"),
+            "deflicker" => settings.deflicker = value.get().expect("type checked upstream"),
+            "deflicker-strength" => settings.deflicker_strength = value.get().expect("type checked upstream"),
+            "deflicker-span" => settings.deflicker_span = value.get().expect("type checked upstream"),
+            "cut-threshold" => settings.cut_threshold = value.get().expect("type checked upstream"),
+            "compare" => {
+                let mode: CompareMode = value.get().expect("type checked upstream");
+                let resize = (mode == CompareMode::SideBySide) != (settings.compare == CompareMode::SideBySide);
+                settings.compare = mode;
+                drop(settings);
+                if resize {
+                    // The output size changes: renegotiate on the next buffer.
+                    self.obj().reconfigure_src();
+                }
+                return;
+            }
+            "stats-interval" => settings.stats_interval = value.get().expect("type checked upstream"),
+            other => unreachable!("unknown property {other}"),
+        }
+        gst::debug!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "bypass" => settings.bypass.to_value(),
+            "temporal-radius" => settings.temporal_radius.to_value(),
+            "deflicker" => settings.deflicker.to_value(),
+            "deflicker-strength" => settings.deflicker_strength.to_value(),
+            "deflicker-span" => settings.deflicker_span.to_value(),
+            "cut-threshold" => settings.cut_threshold.to_value(),
+            "compare" => settings.compare.to_value(),
+            "stats-interval" => settings.stats_interval.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for OldFilmRestore {}
+
+impl ElementImpl for OldFilmRestore {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Old film restoration",
+                "Filter/Effect/Video",
+                "Cleans up old film live over a short temporal window: deflicker (more stages to come), with a before/after compare view",
+                "oldfilmrestore developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = supported_caps();
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
+                    .expect("static template"),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
+                    .expect("static template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+/// Maps the `width` of each structure for a side-by-side output (`double`) or back.
+fn map_width(caps: &gst::Caps, double: bool) -> gst::Caps {
+    let mut out = gst::Caps::new_empty();
+    let max = i32::MAX;
+    for s in caps.iter() {
+        let mut s = s.to_owned();
+        if let Ok(w) = s.get::<i32>("width") {
+            match (double, w % 2 == 0) {
+                (true, _) if w <= max / 2 => s.set("width", w * 2),
+                (false, true) => s.set("width", w / 2),
+                _ => continue,
+            }
+        } else if let Ok(range) = s.get::<gst::IntRange<i32>>("width") {
+            let (lo, hi) = (range.min(), range.max());
+            let mapped = if double {
+                gst::IntRange::new(lo.saturating_mul(2).max(2), hi.saturating_mul(2).min(max - 1))
+            } else {
+                gst::IntRange::new(((lo + 1) / 2).max(1), (hi / 2).max(1))
+            };
+            s.set("width", mapped);
+        }
+        out.get_mut().expect("new caps are writable").append_structure(s);
+    }
+    out
+}
+
+impl BaseTransformImpl for OldFilmRestore {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::NeverInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn transform_caps(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        let compare = lock(&self.settings).compare;
+        let other = if compare == CompareMode::SideBySide {
+            map_width(caps, direction == gst::PadDirection::Sink)
+        } else {
+            caps.clone()
+        };
+        gst::debug!(CAT, imp = self, "transformed {caps} ({direction:?}) into {other}");
+        Some(match filter {
+            Some(filter) => filter.intersect_with_mode(&other, gst::CapsIntersectMode::First),
+            None => other,
+        })
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let (in_info, format) = parse_caps(incaps).map_err(|m| {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", m]);
+            gst::loggable_error!(CAT, "{}", m)
+        })?;
+        let out_info = gst_video::VideoInfo::from_caps(outcaps)
+            .map_err(|_| gst::loggable_error!(CAT, "output caps {} are not raw video", outcaps))?;
+        // Frames held for the old caps go out first, still under the old caps.
+        if self.drain_and_reset().is_err() {
+            gst::warning!(CAT, imp = self, "could not push every held frame before the caps change");
+        }
+        let compare = if out_info.width() == 2 * in_info.width() {
+            KernelCompare::SideBySide
+        } else {
+            KernelCompare::None
+        };
+        let radius = lock(&self.settings).temporal_radius as usize;
+        let geometry = format.geometry(in_info.width() as usize, in_info.height() as usize);
+        let worker = Worker::spawn(geometry, compare.output_geometry(geometry), radius, radius)
+            .map_err(|e| gst::loggable_error!(CAT, "cannot start the worker thread: {}", e))?;
+        let fps = in_info.fps();
+        let latency = if fps.numer() > 0 {
+            gst::ClockTime::SECOND
+                .mul_div_floor(radius as u64 * fps.denom() as u64, fps.numer() as u64)
+                .unwrap_or(gst::ClockTime::ZERO)
+        } else {
+            gst::ClockTime::ZERO
+        };
+        gst::info!(CAT, imp = self, "configured {format:?} {}x{}, radius {radius}, latency {latency}", in_info.width(), in_info.height());
+        let previous_latency = lock(&self.state).as_ref().map(|s| s.output.latency);
+        *lock(&self.state) = Some(State {
+            worker,
+            output: Output {
+                in_info,
+                out_info,
+                format,
+                compare,
+                pool: None,
+                outbox: Vec::with_capacity(2 * radius + 4),
+                error: None,
+                stats: RunStats::default(),
+                latency,
+            },
+            discont_pending: false,
+        });
+        if previous_latency != Some(latency) {
+            let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction == gst::PadDirection::Src {
+            if let gst::QueryViewMut::Latency(_) = query.view_mut() {
+                if !BaseTransformImplExt::parent_query(self, direction, query) {
+                    return false;
+                }
+                let ours = lock(&self.state).as_ref().map(|s| s.output.latency).unwrap_or(gst::ClockTime::ZERO);
+                if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+                    let (live, min, max) = q.result();
+                    q.set(live, min + ours, max.map(|m| m + ours));
+                    gst::debug!(CAT, imp = self, "latency: upstream {min} + ours {ours}");
+                }
+                return true;
+            }
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::Eos(_) => {
+                if self.with_state(|state, settings| self.drain(state, settings)).is_err() {
+                    gst::warning!(CAT, imp = self, "could not push every held frame at end of stream");
+                }
+                self.post_stats(true);
+            }
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    let _ = state.worker.reset();
+                    state.output.outbox.clear();
+                    state.discont_pending = false;
+                }
+            }
+            // A new segment (a seek, a new stream): held frames belong to the old one.
+            gst::EventView::Segment(_) => {
+                let _ = self.drain_and_reset();
+            }
+            gst::EventView::Gap(_) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.discont_pending = true;
+                }
+            }
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        let Some(input) = self.take_queued_buffer() else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        if lock(&self.state).is_none() {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["buffer before caps"]);
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        self.with_state(|state, settings| self.feed(state, settings, input))?;
+        Ok(GenerateOutputSuccess::NoOutput)
+    }
+}
