@@ -1,0 +1,26 @@
+# Shared by the pipeline scripts: finds the built plugin and gst-launch-1.0.
+# OLDFILM_PLUGIN_DIR overrides where libgstoldfilm.so is looked for.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+
+find_plugin_dir() {
+  local d
+  for d in "${OLDFILM_PLUGIN_DIR:-}" "$repo/target/release" "$repo/target/debug"; do
+    if [ -n "$d" ] && [ -f "$d/libgstoldfilm.so" ]; then echo "$d"; return 0; fi
+  done
+  if gst-inspect-1.0 oldfilmrestore >/dev/null 2>&1; then echo ""; return 0; fi
+  echo "error: libgstoldfilm.so not found: build it with 'cargo build --release -p gst-plugin-oldfilm' or set OLDFILM_PLUGIN_DIR" >&2
+  return 1
+}
+
+setup_plugin() {
+  local dir
+  dir=$(find_plugin_dir) || exit 1
+  if [ -n "$dir" ]; then export GST_PLUGIN_PATH="$dir${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"; fi
+  command -v gst-launch-1.0 >/dev/null || { echo "error: gst-launch-1.0 not found (apt-get install gstreamer1.0-tools)" >&2; exit 1; }
+}
+
+# Counts buffers reaching a fakesink named 'count' in gst-launch -v output.
+count_frames() {
+  grep -c 'count.*chain   \*' || true
+}
