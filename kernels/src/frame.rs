@@ -6,7 +6,7 @@
 //! BT.601 Y'CbCr with 4:4:4 chroma; grey input has no chroma at all.
 
 /// One plane of samples, tightly packed (`stride == width`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plane {
     pub width: usize,
     pub height: usize,

@@ -1,16 +1,20 @@
 //! Pixel maths for oldfilmrestore. Nothing here knows about GStreamer: every stage works on
 //! [`frame::WorkFrame`]s and is testable with plain arrays.
 
+pub mod blotch;
 pub mod compare;
 pub mod cut;
 pub mod deflicker;
 pub mod degrade;
 pub mod formats;
 pub mod frame;
+pub mod grain;
 pub mod metrics;
+pub mod motion;
 pub mod pool;
 pub mod restorer;
 pub mod rng;
+pub mod scratch;
 pub mod stats;
 pub mod window;
 pub mod worker;

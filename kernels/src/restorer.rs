@@ -253,7 +253,7 @@ mod tests {
         let gains = [1.0, 1.2, 0.85, 1.1, 0.9, 1.15, 0.95, 1.0, 1.2, 0.8, 1.05, 0.9];
         let mut out = WorkFrame::new(geometry());
         let mut means = Vec::new();
-        let mut run = |r: &mut Restorer<usize>, out: &mut WorkFrame, draining| {
+        let run = |r: &mut Restorer<usize>, out: &mut WorkFrame, draining| {
             let mut v = Vec::new();
             while let Some(_d) = r.restore_next(&params, Some(out), draining) {
                 v.push(out.luma.data.iter().sum::<f32>() / out.luma.data.len() as f32);

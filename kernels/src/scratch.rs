@@ -1,0 +1,278 @@
+//! Vertical line-scratch detection and removal.
+//!
+//! A line scratch is a thin bright or dark vertical line that stays for many frames and drifts
+//! slowly sideways. Per frame, each column's *line profile* is the mean (over rows, clipped so
+//! picture detail averages out) of the pixel minus the mean of the pixels a few columns either
+//! side. A scratch gives one narrow peak; a picture edge gives a pair of peaks of opposite sign,
+//! which the detector refuses. A column is taken as scratched when its peak is strong in this
+//! frame *and* the scratch tracker has seen a peak within a couple of columns in recent frames
+//! (scratches persist; picture content rarely makes a frame-high line).
+//!
+//! Scratched pixels are refilled from both sides: a linear blend of the columns just outside
+//! the scratch, plus the vertical detail of the nearer side, so the fill carries texture and
+//! grain instead of a flat smear.
+
+use crate::frame::Plane;
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScratchParams {
+    /// 0 = off; higher finds fainter scratches.
+    pub strength: f32,
+}
+
+impl Default for ScratchParams {
+    fn default() -> Self {
+        ScratchParams { strength: 0.5 }
+    }
+}
+
+/// Columns either side the line profile compares against.
+const SIDE: usize = 3;
+/// Widest scratch filled, in pixels.
+const MAX_WIDTH: usize = 4;
+/// Frames a scratch is remembered without being seen.
+const PERSISTENCE_DECAY: f32 = 0.6;
+
+#[derive(Default)]
+pub struct ScratchRemover {
+    profile: Vec<f32>,
+    /// How strongly a scratch has been seen near each column recently (0..1).
+    track: Vec<f32>,
+    next_track: Vec<f32>,
+    columns: Vec<bool>,
+}
+
+impl ScratchRemover {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets tracked scratches (shot cut, flush).
+    pub fn reset(&mut self) {
+        self.track.iter_mut().for_each(|t| *t = 0.0);
+    }
+
+    /// Columns found scratched in the last frame.
+    pub fn scratched_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns.iter().enumerate().filter(|(_, &s)| s).map(|(x, _)| x)
+    }
+
+    /// Removes scratches from `luma` in place; returns the number of pixels replaced.
+    pub fn process(&mut self, params: &ScratchParams, luma: &mut Plane, starts_shot: bool) -> usize {
+        let w = luma.width;
+        if params.strength <= 0.0 || w < 2 * SIDE + 3 || luma.height < 8 {
+            return 0;
+        }
+        if self.track.len() != w || starts_shot {
+            self.track = vec![0.0; w];
+        }
+        self.line_profile(luma);
+        let threshold = 0.045 - 0.03 * params.strength.clamp(0.0, 1.0);
+        self.update_track_and_columns(threshold);
+        self.fill(luma, threshold)
+    }
+
+    fn line_profile(&mut self, luma: &Plane) {
+        let w = luma.width;
+        let step = (luma.height / 256).max(1);
+        self.profile.clear();
+        self.profile.resize(w, 0.0);
+        let rows: Vec<usize> = (0..luma.height).step_by(step).collect();
+        let sums = rows
+            .par_iter()
+            .fold(
+                || vec![0.0f32; w],
+                |mut acc, &y| {
+                    let r = luma.row(y);
+                    for x in SIDE..w - SIDE {
+                        let residual = r[x] - 0.5 * (r[x - SIDE] + r[x + SIDE]);
+                        acc[x] += residual.clamp(-0.4, 0.4);
+                    }
+                    acc
+                },
+            )
+            .reduce(|| vec![0.0f32; w], |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            });
+        let n = rows.len() as f32;
+        for (p, s) in self.profile.iter_mut().zip(sums) {
+            *p = s / n;
+        }
+    }
+
+    fn update_track_and_columns(&mut self, threshold: f32) {
+        let w = self.profile.len();
+        self.columns.clear();
+        self.columns.resize(w, false);
+        self.next_track.clear();
+        self.next_track.resize(w, 0.0);
+        for x in SIDE..w - SIDE {
+            let peak = self.profile[x];
+            let is_line = peak.abs() > threshold && is_single_peak(&self.profile, x);
+            // Scratches drift: a track within two columns counts.
+            let remembered = (x.saturating_sub(2)..=(x + 2).min(w - 1)).map(|i| self.track[i]).fold(0.0f32, f32::max);
+            self.next_track[x] = if is_line { 1.0 } else { remembered * PERSISTENCE_DECAY };
+            self.columns[x] = is_line && remembered > 0.3;
+        }
+        std::mem::swap(&mut self.track, &mut self.next_track);
+    }
+
+    fn fill(&self, luma: &mut Plane, threshold: f32) -> usize {
+        let w = luma.width;
+        let runs = column_runs(&self.columns);
+        if runs.is_empty() {
+            return 0;
+        }
+        let profile = &self.profile;
+        luma.data
+            .par_chunks_mut(w)
+            .map(|row| {
+                let mut replaced = 0;
+                for &(x0, x1) in &runs {
+                    let (left, right) = (x0.saturating_sub(2), (x1 + 2).min(w - 1));
+                    // Rows where the scratch has a gap are left as they are.
+                    let sign = profile[x0..=x1].iter().sum::<f32>().signum();
+                    let here = (x0..=x1).map(|x| row[x] - 0.5 * (row[left] + row[right])).sum::<f32>() / (x1 - x0 + 1) as f32;
+                    if here * sign < threshold * 0.5 {
+                        continue;
+                    }
+                    let span = (right - left) as f32;
+                    let (lv, rv) = (row[left], row[right]);
+                    for x in x0..=x1 {
+                        let t = (x - left) as f32 / span;
+                        row[x] = lv + t * (rv - lv);
+                        replaced += 1;
+                    }
+                }
+                replaced
+            })
+            .sum::<usize>()
+            + self.add_texture(luma, &runs)
+    }
+
+    /// Adds the vertical detail of the nearer outside column to the blend, for texture.
+    fn add_texture(&self, luma: &mut Plane, runs: &[(usize, usize)]) -> usize {
+        let (w, h) = (luma.width, luma.height);
+        for &(x0, x1) in runs {
+            let source = if x0 >= 3 { x0 - 3 } else { (x1 + 3).min(w - 1) };
+            for y in 0..h {
+                let above = luma.get(source, y.saturating_sub(1));
+                let below = luma.get(source, (y + 1).min(h - 1));
+                let detail = luma.get(source, y) - 0.5 * (above + below);
+                for x in x0..=x1 {
+                    let v = luma.get(x, y) + 0.7 * detail;
+                    luma.set(x, y, v.clamp(0.0, 1.0));
+                }
+            }
+        }
+        0
+    }
+}
+
+/// A line gives a peak without an equally strong opposite peak beside it (an edge has one).
+fn is_single_peak(profile: &[f32], x: usize) -> bool {
+    let peak = profile[x];
+    let lo = x.saturating_sub(SIDE + 1);
+    let hi = (x + SIDE + 1).min(profile.len() - 1);
+    let opposite = (lo..=hi).map(|i| -profile[i] * peak.signum()).fold(0.0f32, f32::max);
+    opposite < 0.75 * peak.abs()
+}
+
+/// Contiguous runs of scratched columns, each at most `MAX_WIDTH` wide (wider runs are not
+/// line scratches and are left alone).
+fn column_runs(columns: &[bool]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut x = 0;
+    while x < columns.len() {
+        if columns[x] {
+            let start = x;
+            while x + 1 < columns.len() && columns[x + 1] {
+                x += 1;
+            }
+            if x - start < MAX_WIDTH {
+                runs.push((start, x));
+            }
+        }
+        x += 1;
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn textured(w: usize, h: usize, seed: u32) -> Plane {
+        let mut p = Plane::new(w, h);
+        let mut s = seed | 1;
+        for y in 0..h {
+            for x in 0..w {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let v = 0.45 + 0.15 * (x as f32 * 0.07).sin() * (y as f32 * 0.05).cos() + 0.04 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+                p.set(x, y, v);
+            }
+        }
+        p
+    }
+
+    fn scratched(clean: &Plane, column: usize, value: f32) -> Plane {
+        let mut p = clean.clone();
+        for y in 0..p.height {
+            if !(40..46).contains(&y) {
+                p.set(column, y, value);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_persistent_scratch_is_found_at_its_column_and_filled() {
+        let mut remover = ScratchRemover::new();
+        let params = ScratchParams::default();
+        let mut last_err = 0.0;
+        for frame in 0..4 {
+            let clean = textured(120, 90, frame + 1);
+            let column = 50 + (frame as usize % 2);
+            let mut luma = scratched(&clean, column, 0.95);
+            remover.process(&params, &mut luma, frame == 0);
+            if frame > 0 {
+                assert!(remover.scratched_columns().any(|x| x == column), "frame {frame}: column {column} not found");
+                assert!(remover.scratched_columns().all(|x| x.abs_diff(column) <= 1), "frame {frame}: other columns flagged");
+                last_err = (0..90).map(|y| (luma.get(column, y) - clean.get(column, y)).abs()).sum::<f32>() / 90.0;
+            }
+        }
+        assert!(last_err < 0.05, "scratch column still off by {last_err}");
+    }
+
+    #[test]
+    fn a_vertical_edge_is_not_a_scratch() {
+        let mut remover = ScratchRemover::new();
+        let mut luma = textured(120, 90, 7);
+        for y in 0..90 {
+            for x in 60..120 {
+                let v = luma.get(x, y) + 0.3;
+                luma.set(x, y, v);
+            }
+        }
+        let before = luma.clone();
+        for first in [true, false, false] {
+            remover.process(&ScratchParams { strength: 1.0 }, &mut luma, first);
+        }
+        assert_eq!(remover.scratched_columns().count(), 0);
+        assert_eq!(luma, before);
+    }
+
+    #[test]
+    fn a_flat_frame_stays_flat() {
+        let mut remover = ScratchRemover::new();
+        let mut luma = Plane::filled(64, 48, 0.3);
+        for first in [true, false] {
+            assert_eq!(remover.process(&ScratchParams { strength: 1.0 }, &mut luma, first), 0);
+        }
+        assert!(luma.data.iter().all(|&v| v == 0.3));
+    }
+}
