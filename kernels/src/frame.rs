@@ -93,6 +93,9 @@ pub struct WorkFrame {
     pub luma: Plane,
     /// `[Cb, Cr]`, empty for grey formats.
     pub chroma: Vec<Plane>,
+    /// Downscaled luma for motion search, built when the frame enters the temporal window and
+    /// kept with the pooled frame so its buffers are reused.
+    pub pyramid: crate::motion::Pyramid,
 }
 
 impl WorkFrame {
@@ -105,6 +108,7 @@ impl WorkFrame {
             geometry,
             luma: Plane::new(geometry.width, geometry.height),
             chroma,
+            pyramid: crate::motion::Pyramid::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! [`frame::WorkFrame`]s and is testable with plain arrays.
 
 pub mod blotch;
+pub mod clean;
 pub mod compare;
 pub mod cut;
 pub mod deflicker;

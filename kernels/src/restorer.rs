@@ -5,6 +5,7 @@
 //! their pool. Everything temporal (window, cut decisions, deflicker history) lives here, so a
 //! flush or seek is one call to [`Restorer::reset`].
 
+use crate::clean::{CleanParams, Cleaner};
 use crate::compare::{compose, CompareMode};
 use crate::cut::is_cut;
 use crate::deflicker::{Deflicker, DeflickerParams, ToneCorrection};
@@ -20,6 +21,8 @@ pub struct RestoreParams {
     pub bypass: bool,
     pub deflicker: bool,
     pub deflicker_params: DeflickerParams,
+    /// The motion-compensated stages (blotches, scratches, grain).
+    pub clean: CleanParams,
     /// Score above which two consecutive frames are taken to be a shot cut.
     pub cut_threshold: f32,
     pub compare: CompareMode,
@@ -31,6 +34,7 @@ impl Default for RestoreParams {
             bypass: false,
             deflicker: true,
             deflicker_params: DeflickerParams::default(),
+            clean: CleanParams::default(),
             cut_threshold: 0.5,
             compare: CompareMode::None,
         }
@@ -41,17 +45,33 @@ impl Default for RestoreParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Analyse,
+    Motion,
     Deflicker,
+    Blotches,
+    Scratches,
+    Grain,
     Compare,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Analyse, Stage::Deflicker, Stage::Compare];
+    pub const ALL: [Stage; 7] = [
+        Stage::Analyse,
+        Stage::Motion,
+        Stage::Deflicker,
+        Stage::Blotches,
+        Stage::Scratches,
+        Stage::Grain,
+        Stage::Compare,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Analyse => "analyse",
+            Stage::Motion => "motion",
             Stage::Deflicker => "deflicker",
+            Stage::Blotches => "blotches",
+            Stage::Scratches => "scratches",
+            Stage::Grain => "grain",
             Stage::Compare => "compare",
         }
     }
@@ -72,7 +92,7 @@ impl StageTimes {
         self.ms[stage as usize]
     }
 
-    fn add(&mut self, stage: Stage, since: Instant) {
+    pub(crate) fn add(&mut self, stage: Stage, since: Instant) {
         self.ms[stage as usize] += since.elapsed().as_secs_f64() * 1e3;
     }
 }
@@ -85,12 +105,15 @@ pub struct Restored<T> {
     pub seq: u64,
     pub starts_shot: bool,
     pub correction: ToneCorrection,
+    /// Luma pixels the blotch stage replaced.
+    pub blotch_pixels: usize,
     pub times: StageTimes,
 }
 
 pub struct Restorer<T> {
     window: TemporalWindow<T>,
     deflicker: Deflicker,
+    cleaner: Cleaner,
     /// The restored frame before composition, used only when comparing.
     restored: Box<WorkFrame>,
     future_quantiles: Vec<[f32; QUANTILES.len()]>,
@@ -105,6 +128,7 @@ impl<T> Restorer<T> {
         Restorer {
             window: TemporalWindow::new(past, future),
             deflicker: Deflicker::new(),
+            cleaner: Cleaner::default(),
             restored: Box::new(WorkFrame::new(geometry)),
             future_quantiles: Vec::with_capacity(future),
             evicted: Vec::with_capacity(past + future + 2),
@@ -124,8 +148,10 @@ impl<T> Restorer<T> {
     }
 
     /// Adds the next input frame. `discontinuity` starts a new shot regardless of content.
-    pub fn push(&mut self, frame: Box<WorkFrame>, tag: T, discontinuity: bool, params: &RestoreParams) {
+    pub fn push(&mut self, mut frame: Box<WorkFrame>, tag: T, discontinuity: bool, params: &RestoreParams) {
         let start = Instant::now();
+        let WorkFrame { luma, pyramid, .. } = &mut *frame;
+        pyramid.build(luma);
         let stats = FrameStats::compute(&frame.luma);
         let cut = match self.window.newest_stats() {
             Some(prev) => is_cut(prev, &stats, params.cut_threshold),
@@ -168,12 +194,16 @@ impl<T> Restorer<T> {
         };
         self.deflicker.remember(starts_shot, span, &quantiles);
 
+        times.add(Stage::Deflicker, start);
+        let mut blotch_pixels = 0;
         if let (Some(out), false) = (out, params.bypass) {
-            let original = &self.window.centre().frame;
             let target: &mut WorkFrame = if params.compare == CompareMode::None { out } else { &mut self.restored };
-            target.copy_from(original);
+            self.cleaner.run(&params.clean, &self.window, target, &mut times);
+            blotch_pixels = self.cleaner.blotch_pixels;
+            let start = Instant::now();
             correction.apply(&mut target.luma);
             times.add(Stage::Deflicker, start);
+            let original = &self.window.centre().frame;
             if params.compare != CompareMode::None {
                 let start = Instant::now();
                 compose(params.compare, original, &self.restored, out);
@@ -186,6 +216,7 @@ impl<T> Restorer<T> {
             seq,
             starts_shot,
             correction,
+            blotch_pixels,
             times,
         })
     }
@@ -199,6 +230,7 @@ impl<T> Restorer<T> {
     pub fn reset(&mut self) {
         self.window.clear(&mut self.evicted);
         self.deflicker.reset();
+        self.cleaner.reset();
         self.analyse_ms.clear();
     }
 }

@@ -9,7 +9,11 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
+use kernels::blotch::BlotchParams;
+use kernels::clean::CleanParams;
 use kernels::compare::CompareMode as KernelCompare;
+use kernels::grain::GrainParams;
+use kernels::scratch::ScratchParams;
 use kernels::deflicker::DeflickerParams;
 use kernels::restorer::{RestoreParams, Stage};
 use kernels::worker::{Done, Worker};
@@ -59,6 +63,12 @@ const DEFAULT_DEFLICKER: bool = true;
 const DEFAULT_DEFLICKER_STRENGTH: f64 = 1.0;
 const DEFAULT_DEFLICKER_SPAN: u32 = 12;
 const DEFAULT_CUT_THRESHOLD: f64 = 0.5;
+const DEFAULT_BLOTCHES: bool = true;
+const DEFAULT_BLOTCH_STRENGTH: f64 = 0.5;
+const DEFAULT_SCRATCHES: bool = true;
+const DEFAULT_SCRATCH_STRENGTH: f64 = 0.5;
+const DEFAULT_GRAIN: bool = true;
+const DEFAULT_GRAIN_STRENGTH: f64 = 0.5;
 const DEFAULT_STATS_INTERVAL: u32 = 250;
 
 /// Properties. Copied once per frame; never locked across processing.
@@ -70,6 +80,12 @@ struct Settings {
     deflicker_strength: f64,
     deflicker_span: u32,
     cut_threshold: f64,
+    blotches: bool,
+    blotch_strength: f64,
+    scratches: bool,
+    scratch_strength: f64,
+    grain: bool,
+    grain_strength: f64,
     compare: CompareMode,
     stats_interval: u32,
 }
@@ -83,6 +99,12 @@ impl Default for Settings {
             deflicker_strength: DEFAULT_DEFLICKER_STRENGTH,
             deflicker_span: DEFAULT_DEFLICKER_SPAN,
             cut_threshold: DEFAULT_CUT_THRESHOLD,
+            blotches: DEFAULT_BLOTCHES,
+            blotch_strength: DEFAULT_BLOTCH_STRENGTH,
+            scratches: DEFAULT_SCRATCHES,
+            scratch_strength: DEFAULT_SCRATCH_STRENGTH,
+            grain: DEFAULT_GRAIN,
+            grain_strength: DEFAULT_GRAIN_STRENGTH,
             compare: CompareMode::None,
             stats_interval: DEFAULT_STATS_INTERVAL,
         }
@@ -159,6 +181,17 @@ impl OldFilmRestore {
             deflicker_params: DeflickerParams {
                 strength: settings.deflicker_strength as f32,
                 span: settings.deflicker_span as usize,
+            },
+            clean: CleanParams {
+                blotches: settings.blotches.then_some(BlotchParams {
+                    strength: settings.blotch_strength as f32,
+                }),
+                scratches: settings.scratches.then_some(ScratchParams {
+                    strength: settings.scratch_strength as f32,
+                }),
+                grain: settings.grain.then_some(GrainParams {
+                    strength: settings.grain_strength as f32,
+                }),
             },
             cut_threshold: settings.cut_threshold as f32,
             compare,
@@ -449,6 +482,48 @@ impl ObjectImpl for OldFilmRestore {
                     .default_value(DEFAULT_CUT_THRESHOLD)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("blotches")
+                    .nick("Blotches")
+                    .blurb("Remove dust and dirt: spots that differ from both motion-compensated neighbours in the same direction; real moving objects are kept. Default: true")
+                    .default_value(DEFAULT_BLOTCHES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("blotch-strength")
+                    .nick("Blotch strength")
+                    .blurb("Higher finds fainter blotches (lower threshold, relative to the measured noise). Range 0-1, default 0.5")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_BLOTCH_STRENGTH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("scratches")
+                    .nick("Scratches")
+                    .blurb("Remove vertical line scratches that persist over frames, refilled from both sides with texture. Default: true")
+                    .default_value(DEFAULT_SCRATCHES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("scratch-strength")
+                    .nick("Scratch strength")
+                    .blurb("Higher finds fainter scratches. Range 0-1, default 0.5")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_SCRATCH_STRENGTH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("grain")
+                    .nick("Grain reduction")
+                    .blurb("Reduce film grain with a motion-compensated temporal filter and a light edge-preserving spatial pass. Default: true")
+                    .default_value(DEFAULT_GRAIN)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("grain-strength")
+                    .nick("Grain strength")
+                    .blurb("0 keeps all grain, 1 removes as much as the filter can; archivists often keep some. Range 0-1, default 0.5")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_GRAIN_STRENGTH)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("compare", CompareMode::None)
                     .nick("Compare")
                     .blurb("Before/after view for preview: none, split (left original, right restored) or side-by-side (double width; renegotiates). Default: none")
@@ -475,6 +550,12 @@ impl ObjectImpl for OldFilmRestore {
             "deflicker-strength" => settings.deflicker_strength = value.get().expect("type checked upstream"),
             "deflicker-span" => settings.deflicker_span = value.get().expect("type checked upstream"),
             "cut-threshold" => settings.cut_threshold = value.get().expect("type checked upstream"),
+            "blotches" => settings.blotches = value.get().expect("type checked upstream"),
+            "blotch-strength" => settings.blotch_strength = value.get().expect("type checked upstream"),
+            "scratches" => settings.scratches = value.get().expect("type checked upstream"),
+            "scratch-strength" => settings.scratch_strength = value.get().expect("type checked upstream"),
+            "grain" => settings.grain = value.get().expect("type checked upstream"),
+            "grain-strength" => settings.grain_strength = value.get().expect("type checked upstream"),
             "compare" => {
                 let mode: CompareMode = value.get().expect("type checked upstream");
                 let resize = (mode == CompareMode::SideBySide) != (settings.compare == CompareMode::SideBySide);
@@ -501,6 +582,12 @@ impl ObjectImpl for OldFilmRestore {
             "deflicker-strength" => settings.deflicker_strength.to_value(),
             "deflicker-span" => settings.deflicker_span.to_value(),
             "cut-threshold" => settings.cut_threshold.to_value(),
+            "blotches" => settings.blotches.to_value(),
+            "blotch-strength" => settings.blotch_strength.to_value(),
+            "scratches" => settings.scratches.to_value(),
+            "scratch-strength" => settings.scratch_strength.to_value(),
+            "grain" => settings.grain.to_value(),
+            "grain-strength" => settings.grain_strength.to_value(),
             "compare" => settings.compare.to_value(),
             "stats-interval" => settings.stats_interval.to_value(),
             other => unreachable!("unknown property {other}"),
@@ -516,7 +603,7 @@ impl ElementImpl for OldFilmRestore {
             gst::subclass::ElementMetadata::new(
                 "Old film restoration",
                 "Filter/Effect/Video",
-                "Cleans up old film live over a short temporal window: deflicker (more stages to come), with a before/after compare view",
+                "Cleans up old film live over a short temporal window of frames: deflicker, motion-compensated dust/dirt (blotch) removal, line-scratch removal and grain reduction, never blending across shot cuts; with a before/after compare view",
                 "oldfilmrestore developers",
             )
         });

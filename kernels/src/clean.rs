@@ -1,0 +1,151 @@
+//! The motion-compensated classic stages for one centre frame: motion → blotches → line
+//! scratches → grain. (Deflicker's tone correction is global and linear, so the restorer
+//! applies it last; the stages compare frames in the centre's own brightness instead, by
+//! mapping each neighbour's tone onto the centre's.)
+//!
+//! The motion field and the compensated neighbours are computed once here and shared by the
+//! stages that need them.
+
+use crate::blotch::{noise_sigma, BlotchParams, BlotchRemover, Neighbour};
+use crate::deflicker::fit_gain_offset;
+use crate::frame::{Plane, WorkFrame};
+use crate::grain::{GrainFilter, GrainParams};
+use crate::motion::{compensate, estimate, MotionField};
+use crate::restorer::{Stage, StageTimes};
+use crate::scratch::{ScratchParams, ScratchRemover};
+use crate::window::{Slot, TemporalWindow};
+use std::time::Instant;
+
+/// Which classic stages run, and how strongly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CleanParams {
+    pub blotches: Option<BlotchParams>,
+    pub scratches: Option<ScratchParams>,
+    pub grain: Option<GrainParams>,
+}
+
+impl Default for CleanParams {
+    fn default() -> Self {
+        CleanParams {
+            blotches: Some(BlotchParams::default()),
+            scratches: Some(ScratchParams::default()),
+            grain: Some(GrainParams::default()),
+        }
+    }
+}
+
+impl CleanParams {
+    fn needs_motion(&self) -> bool {
+        self.blotches.is_some() || self.grain.is_some()
+    }
+}
+
+/// Buffers and per-stream state of the classic stages, reused frame to frame.
+#[derive(Default)]
+pub struct Cleaner {
+    fields: [MotionField; 2],
+    compensated: [Plane; 2],
+    blotches: BlotchRemover,
+    scratches: ScratchRemover,
+    grain: GrainFilter,
+    /// Luma pixels replaced by the blotch stage in the last frame.
+    pub blotch_pixels: usize,
+}
+
+/// Offsets of the two neighbours used for the centre: the adjacent ones, or two on one side at
+/// the start or end of a shot.
+const NEIGHBOUR_CHOICES: [[isize; 2]; 3] = [[-1, 1], [1, 2], [-1, -2]];
+
+impl Cleaner {
+    pub fn reset(&mut self) {
+        self.scratches.reset();
+    }
+
+    /// Writes the cleaned centre frame of `window` into `out` (same geometry).
+    pub fn run<T>(&mut self, params: &CleanParams, window: &TemporalWindow<T>, out: &mut WorkFrame, times: &mut StageTimes) {
+        let centre = window.centre();
+        out.copy_from(&centre.frame);
+        let neighbours = NEIGHBOUR_CHOICES
+            .iter()
+            .find_map(|&[a, b]| Some([window.neighbour(a)?, window.neighbour(b)?]));
+        self.blotch_pixels = 0;
+        if let (Some(pair), true) = (neighbours, params.needs_motion()) {
+            let start = Instant::now();
+            self.motion(centre, pair);
+            times.add(Stage::Motion, start);
+            let start = Instant::now();
+            let [a, b] = neighbour_views(&self.fields, &self.compensated, centre, pair);
+            let sigma = noise_sigma(&centre.frame.luma, a.compensated, b.compensated);
+            if let Some(p) = &params.blotches {
+                self.blotch_pixels = self.blotches.process(p, &centre.frame.luma, &a, &b, &mut out.luma);
+                fill_chroma(out, pair, &self.fields, self.blotches.mask());
+            }
+            times.add(Stage::Blotches, start);
+            let start = Instant::now();
+            if let Some(p) = &params.scratches {
+                self.scratches.process(p, &mut out.luma, centre.starts_shot);
+            }
+            times.add(Stage::Scratches, start);
+            let start = Instant::now();
+            if let Some(p) = &params.grain {
+                let [ca, cb] = &self.compensated;
+                self.grain.process(p, &mut out.luma, &[ca, cb], sigma);
+            }
+            times.add(Stage::Grain, start);
+        } else if let Some(p) = &params.scratches {
+            let start = Instant::now();
+            self.scratches.process(p, &mut out.luma, centre.starts_shot);
+            times.add(Stage::Scratches, start);
+        }
+    }
+
+    fn motion<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
+        for ((n, field), comp) in pair.iter().zip(self.fields.iter_mut()).zip(self.compensated.iter_mut()) {
+            let tone = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
+            let c = &centre.frame;
+            estimate(&c.luma, &c.pyramid, &n.frame.luma, &n.frame.pyramid, tone, field);
+            if (comp.width, comp.height) != (c.luma.width, c.luma.height) {
+                *comp = Plane::new(c.luma.width, c.luma.height);
+            }
+            compensate(&n.frame.luma, field, tone, comp);
+        }
+    }
+
+}
+
+fn neighbour_views<'a, T>(
+    fields: &'a [MotionField; 2],
+    compensated: &'a [Plane; 2],
+    centre: &Slot<T>,
+    pair: [&'a Slot<T>; 2],
+) -> [Neighbour<'a>; 2] {
+    let view = |i: usize| Neighbour {
+        compensated: &compensated[i],
+        raw: &pair[i].frame.luma,
+        field: &fields[i],
+        tone: fit_gain_offset(&pair[i].stats.quantiles, &centre.stats.quantiles),
+    };
+    [view(0), view(1)]
+}
+
+/// Chroma under replaced luma comes from the compensated neighbours too (dirt has colour).
+fn fill_chroma<T>(out: &mut WorkFrame, pair: [&Slot<T>; 2], fields: &[MotionField; 2], mask: &[u8]) {
+    let (w, h) = (out.width(), out.height());
+    for (ci, plane) in out.chroma.iter_mut().enumerate() {
+        let (sx, sy) = (w.div_ceil(plane.width), h.div_ceil(plane.height));
+        for cy in 0..plane.height {
+            for cx in 0..plane.width {
+                let (x, y) = ((cx * sx).min(w - 1), (cy * sy).min(h - 1));
+                if mask[y * w + x] == 0 {
+                    continue;
+                }
+                let sample = |i: usize| {
+                    let (vx, vy) = fields[i].vector_at(x, y);
+                    let src = &pair[i].frame.chroma[ci];
+                    src.get_clamped((cx as isize) + vx as isize / sx as isize, (cy as isize) + vy as isize / sy as isize)
+                };
+                plane.set(cx, cy, 0.5 * (sample(0) + sample(1)));
+            }
+        }
+    }
+}
