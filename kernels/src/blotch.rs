@@ -101,6 +101,12 @@ impl BlotchRemover {
         for _ in 0..2 {
             let mask = &self.mask;
             self.grown.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+                // Most rows have no blotch near them: nothing to grow.
+                let near = (y.saturating_sub(1)..=(y + 1).min(h - 1)).any(|yy| mask[yy * w..(yy + 1) * w].iter().any(|&m| m != 0));
+                if !near {
+                    row.fill(0);
+                    return;
+                }
                 for x in 0..w {
                     let here = mask[y * w + x];
                     row[x] = if here != 0 {

@@ -162,45 +162,64 @@ pub fn estimate(
     }
 }
 
+/// Tries `v` against the best so far; ties keep the earlier (shorter) vector so flat areas do
+/// not wander.
+#[inline]
+fn try_vector(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, v: (i32, i32), best: &mut ((i32, i32), f32)) {
+    let cost = block_cost(c, n, tone, x0, y0, v, best.1);
+    if cost < best.1 - 1e-4 {
+        *best = (v, cost);
+    }
+}
+
 fn full_search(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize) -> ((i32, i32), f32) {
-    let mut best = ((0, 0), block_cost(c, n, tone, x0, y0, (0, 0)));
+    let mut best = ((0, 0), block_cost(c, n, tone, x0, y0, (0, 0), f32::INFINITY));
     for dy in -TOP_SEARCH..=TOP_SEARCH {
         for dx in -TOP_SEARCH..=TOP_SEARCH {
-            let cost = block_cost(c, n, tone, x0, y0, (dx, dy));
-            // Prefer shorter vectors on ties so flat areas do not wander.
-            if cost < best.1 - 1e-4 {
-                best = ((dx, dy), cost);
-            }
+            try_vector(c, n, tone, x0, y0, (dx, dy), &mut best);
         }
     }
     best
 }
 
+/// Small-diamond descent from the predictor (at most a few steps), plus the zero vector
+/// (static scenes, film borders).
 fn refine(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, predictor: (i32, i32)) -> ((i32, i32), f32) {
-    let mut best = ((0, 0), block_cost(c, n, tone, x0, y0, (0, 0)));
-    for dy in -1..=1 {
-        for dx in -1..=1 {
-            let v = (predictor.0 + dx, predictor.1 + dy);
-            let cost = block_cost(c, n, tone, x0, y0, v);
-            if cost < best.1 - 1e-4 {
-                best = (v, cost);
-            }
+    let mut best = (predictor, block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY));
+    if predictor != (0, 0) {
+        try_vector(c, n, tone, x0, y0, (0, 0), &mut best);
+    }
+    for _ in 0..3 {
+        let centre = best.0;
+        for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
+            try_vector(c, n, tone, x0, y0, (centre.0 + dx, centre.1 + dy), &mut best);
+        }
+        if best.0 == centre {
+            break;
         }
     }
     best
 }
 
-/// Mean truncated absolute difference between a centre block and the displaced neighbour block.
+/// Mean truncated absolute difference between a centre block and the displaced neighbour
+/// block; stops early (returning a value >= `bound`) once it cannot beat `bound`.
 #[inline]
-fn block_cost(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, v: (i32, i32)) -> f32 {
+fn block_cost(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, v: (i32, i32), bound: f32) -> f32 {
     let x1 = (x0 + BLOCK).min(c.width);
     let y1 = (y0 + BLOCK).min(c.height);
+    // On large planes every other row is enough to rank candidates, at half the cost.
+    let row_step = if c.height >= 400 && y1 - y0 == BLOCK { 2 } else { 1 };
     let mut sum = 0.0;
     let inside = x0 as i32 + v.0 >= 0
         && y0 as i32 + v.1 >= 0
         && x1 as i32 + v.0 <= n.width as i32
         && y1 as i32 + v.1 <= n.height as i32;
-    for y in y0..y1 {
+    let count = ((x1 - x0) * (y1 - y0).div_ceil(row_step)) as f32;
+    let limit = bound * count;
+    for y in (y0..y1).step_by(row_step) {
+        if sum > limit {
+            break;
+        }
         let crow = c.row(y);
         if inside {
             let nrow = n.row((y as i32 + v.1) as usize);
@@ -215,16 +234,27 @@ fn block_cost(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, 
             }
         }
     }
-    sum / ((x1 - x0) * (y1 - y0)) as f32
+    sum / count
 }
 
 /// Writes the neighbour, moved onto the centre by `field` and brightness-mapped by `tone`.
 pub fn compensate(neighbour: &Plane, field: &MotionField, tone: ToneCorrection, out: &mut Plane) {
-    let w = out.width;
+    let (w, h) = (out.width, out.height);
     out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, v) in row.iter_mut().enumerate() {
-            let (dx, dy) = field.vector_at(x, y);
-            *v = tone.map(neighbour.get_clamped(x as isize + dx as isize, y as isize + dy as isize));
+        for (bx, run) in row.chunks_mut(BLOCK).enumerate() {
+            let x0 = bx * BLOCK;
+            let (dx, dy) = field.vector_at(x0, y);
+            let (sx, sy) = (x0 as isize + dx as isize, y as isize + dy as isize);
+            if sx >= 0 && sy >= 0 && (sx as usize) + run.len() <= w && (sy as usize) < h {
+                let src = &neighbour.row(sy as usize)[sx as usize..sx as usize + run.len()];
+                for (o, &v) in run.iter_mut().zip(src) {
+                    *o = tone.map(v);
+                }
+            } else {
+                for (i, o) in run.iter_mut().enumerate() {
+                    *o = tone.map(neighbour.get_clamped(sx + i as isize, sy));
+                }
+            }
         }
     });
 }
