@@ -4,16 +4,16 @@
 
 use gst::glib;
 
-//TMP mod degrade;
+mod degrade;
 mod restore;
 pub mod video;
 
-//TMP pub use degrade::DegradeOutput;
+pub use degrade::DegradeOutput;
 pub use restore::CompareMode;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     restore::register(plugin)?;
-    //TMP degrade::register(plugin)?;
+    degrade::register(plugin)?;
     Ok(())
 }
 

@@ -6,7 +6,6 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 use kernels::degrade::{DamageParams, Degrader};
 use kernels::{PixelFormat, Plane, WorkFrame};
