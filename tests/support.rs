@@ -16,6 +16,7 @@ pub fn init() {
 }
 
 pub fn video_format(format: PixelFormat) -> gst_video::VideoFormat {
+    init();
     gst_video::VideoFormat::from_string(format.caps_name())
 }
 

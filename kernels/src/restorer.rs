@@ -180,6 +180,10 @@ impl<T> Restorer<T> {
         let (seq, starts_shot, quantiles) = (centre.seq, centre.starts_shot, centre.stats.quantiles);
 
         let start = Instant::now();
+        if starts_shot {
+            // Never smooth brightness across a cut: the new shot starts with no history.
+            self.deflicker.reset();
+        }
         let correction = if params.deflicker && !params.bypass {
             self.future_quantiles.clear();
             for offset in 1..=self.window.future() as isize {
