@@ -140,18 +140,23 @@ fn touches(mask: &[u8], w: usize, h: usize, x: usize, y: usize) -> bool {
 /// Whether the 3x3 patch around (x, y) appears in the raw neighbour near where the vectors put
 /// it: then it is real content that moved differently from its block, not a blotch.
 fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f32) -> bool {
+    let mut patch = [0.0f32; 9];
+    for (i, v) in patch.iter_mut().enumerate() {
+        *v = centre.get_clamped(x as isize + (i % 3) as isize - 1, y as isize + (i / 3) as isize - 1);
+    }
+    // Edges of real objects land on a different sub-pixel phase in the next frame: allow for
+    // that in proportion to the patch's own contrast. A blotch core is flat, so stays strict.
+    let range = patch.iter().cloned().fold(f32::MIN, f32::max) - patch.iter().cloned().fold(f32::MAX, f32::min);
+    let tolerance = tolerance.max(0.2 * range);
     let (vx, vy) = n.field.vector_at(x, y);
     let (cx, cy) = (x as isize + vx as isize, y as isize + vy as isize);
     let r = MOTION_CHECK_RADIUS;
     for sy in -r..=r {
         for sx in -r..=r {
             let mut diff = 0.0;
-            for py in -1..=1isize {
-                for px in -1..=1isize {
-                    let cv = centre.get_clamped(x as isize + px, y as isize + py);
-                    let nv = n.tone.map(n.raw.get_clamped(cx + sx + px, cy + sy + py));
-                    diff += (cv - nv).abs();
-                }
+            for (i, cv) in patch.iter().enumerate() {
+                let nv = n.tone.map(n.raw.get_clamped(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1));
+                diff += (cv - nv).abs();
             }
             if diff / 9.0 < tolerance {
                 return true;

@@ -7,7 +7,7 @@
 //! stages that need them.
 
 use crate::blotch::{noise_sigma, BlotchParams, BlotchRemover, Neighbour};
-use crate::deflicker::fit_gain_offset;
+use crate::deflicker::{fit_gain_offset, fit_pixel_pairs, ToneCorrection};
 use crate::frame::{Plane, WorkFrame};
 use crate::grain::{GrainFilter, GrainParams};
 use crate::motion::{compensate, estimate, MotionField};
@@ -45,6 +45,8 @@ impl CleanParams {
 pub struct Cleaner {
     fields: [MotionField; 2],
     compensated: [Plane; 2],
+    /// Brightness mapping of each neighbour onto the centre.
+    tones: [ToneCorrection; 2],
     blotches: BlotchRemover,
     scratches: ScratchRemover,
     grain: GrainFilter,
@@ -74,7 +76,7 @@ impl Cleaner {
             self.motion(centre, pair);
             times.add(Stage::Motion, start);
             let start = Instant::now();
-            let [a, b] = neighbour_views(&self.fields, &self.compensated, centre, pair);
+            let [a, b] = neighbour_views(&self.fields, &self.compensated, &self.tones, pair);
             let sigma = noise_sigma(&centre.frame.luma, a.compensated, b.compensated);
             if let Some(p) = &params.blotches {
                 self.blotch_pixels = self.blotches.process(p, &centre.frame.luma, &a, &b, &mut out.luma);
@@ -100,14 +102,21 @@ impl Cleaner {
     }
 
     fn motion<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
-        for ((n, field), comp) in pair.iter().zip(self.fields.iter_mut()).zip(self.compensated.iter_mut()) {
-            let tone = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
+        let iter = pair.iter().zip(self.fields.iter_mut()).zip(self.compensated.iter_mut()).zip(self.tones.iter_mut());
+        for (((n, field), comp), tone) in iter {
+            // Quantiles are good enough to steer the vectors; the pixel-pair fit on the
+            // compensated frame then gets the brightness right for comparing pixels.
+            let rough = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
             let c = &centre.frame;
-            estimate(&c.luma, &c.pyramid, &n.frame.luma, &n.frame.pyramid, tone, field);
+            estimate(&c.luma, &c.pyramid, &n.frame.luma, &n.frame.pyramid, rough, field);
             if (comp.width, comp.height) != (c.luma.width, c.luma.height) {
                 *comp = Plane::new(c.luma.width, c.luma.height);
             }
-            compensate(&n.frame.luma, field, tone, comp);
+            compensate(&n.frame.luma, field, ToneCorrection::IDENTITY, comp);
+            *tone = fit_pixel_pairs(comp, &c.luma, rough);
+            for v in comp.data.iter_mut() {
+                *v = tone.map(*v);
+            }
         }
     }
 
@@ -116,14 +125,14 @@ impl Cleaner {
 fn neighbour_views<'a, T>(
     fields: &'a [MotionField; 2],
     compensated: &'a [Plane; 2],
-    centre: &Slot<T>,
+    tones: &[ToneCorrection; 2],
     pair: [&'a Slot<T>; 2],
 ) -> [Neighbour<'a>; 2] {
     let view = |i: usize| Neighbour {
         compensated: &compensated[i],
         raw: &pair[i].frame.luma,
         field: &fields[i],
-        tone: fit_gain_offset(&pair[i].stats.quantiles, &centre.stats.quantiles),
+        tone: tones[i],
     };
     [view(0), view(1)]
 }

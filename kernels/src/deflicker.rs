@@ -38,6 +38,12 @@ pub struct ToneCorrection {
     pub offset: f32,
 }
 
+impl Default for ToneCorrection {
+    fn default() -> Self {
+        Self::IDENTITY
+    }
+}
+
 impl ToneCorrection {
     pub const IDENTITY: ToneCorrection = ToneCorrection {
         gain: 1.0,
@@ -180,6 +186,48 @@ pub fn fit_gain_offset(from: &[f32; NQ], to: &[f32; NQ]) -> ToneCorrection {
     }
 }
 
+/// Gain and offset taking `neighbour` onto `centre`, fitted on co-located pixel pairs (the
+/// neighbour already motion-compensated), ignoring pairs that disagree (damage, occlusion).
+/// Unlike a fit on quantiles, this still works on frames that are mostly one level (a small
+/// bright object on black), where the quantiles say nothing about the gain.
+pub fn fit_pixel_pairs(neighbour: &Plane, centre: &Plane, start: ToneCorrection) -> ToneCorrection {
+    let step = ((centre.data.len() / 40_000).max(1) as f64).sqrt().ceil() as usize;
+    let mut tone = start;
+    let mut limit = f32::INFINITY;
+    for _ in 0..3 {
+        let (mut n, mut sx, mut sy, mut sxx, mut sxy, mut abs_dev) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for y in (0..centre.height).step_by(step) {
+            let (c, m) = (centre.row(y), neighbour.row(y));
+            for x in (0..centre.width).step_by(step) {
+                let residual = (c[x] - tone.map(m[x])).abs();
+                if residual > limit {
+                    continue;
+                }
+                let (a, b) = (m[x] as f64, c[x] as f64);
+                n += 1.0;
+                sx += a;
+                sy += b;
+                sxx += a * a;
+                sxy += a * b;
+                abs_dev += residual as f64;
+            }
+        }
+        if n < 16.0 {
+            break;
+        }
+        let var = sxx - sx * sx / n;
+        let gain = if var > 1e-3 * n * 1e-3 { ((sxy - sx * sy / n) / var).clamp(0.5, 2.0) } else { 1.0 };
+        let offset = (sy - gain * sx) / n;
+        tone = ToneCorrection {
+            gain: gain as f32,
+            offset: offset as f32,
+        };
+        // Next round: keep pairs within a few mean deviations of this fit.
+        limit = (3.0 * abs_dev / n).max(0.02) as f32;
+    }
+    tone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +280,22 @@ mod tests {
             }
             d.remember(i == 0, params.span, &level(i));
         }
+    }
+
+    #[test]
+    fn pixel_pairs_recover_the_gain_of_a_small_object_on_black() {
+        let mut centre = Plane::new(64, 48);
+        let mut neighbour = Plane::new(64, 48);
+        for y in 20..30 {
+            for x in 20..30 {
+                centre.set(x, y, 0.8);
+                neighbour.set(x, y, 0.95);
+            }
+        }
+        // A blotch that must not drag the fit.
+        neighbour.set(5, 5, 1.0);
+        let t = fit_pixel_pairs(&neighbour, &centre, ToneCorrection::IDENTITY);
+        assert!((t.map(0.95) - 0.8).abs() < 0.01 && t.map(0.0).abs() < 0.01, "{t:?}");
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl ScratchRemover {
             self.track = vec![0.0; w];
         }
         self.line_profile(luma);
-        let threshold = 0.045 - 0.03 * params.strength.clamp(0.0, 1.0);
+        let threshold = 0.10 - 0.08 * params.strength.clamp(0.0, 1.0);
         self.update_track_and_columns(threshold);
         self.fill(luma, threshold)
     }
