@@ -7,12 +7,17 @@
 
 use crate::clean::{CleanParams, Cleaner};
 use crate::compare::{compose, CompareMode};
-use crate::cut::is_cut;
+use crate::cut::cut_score;
 use crate::deflicker::{Deflicker, DeflickerParams, ToneCorrection};
 use crate::frame::{Geometry, WorkFrame};
 use crate::stats::{FrameStats, QUANTILES};
 use crate::window::TemporalWindow;
 use std::time::Instant;
+
+/// Frames of cut-score history a cut must stand out from.
+const RECENT_CUT_SCORES: usize = 3;
+/// How many times the recent mean score a cut's score must be.
+const CUT_JUMP: f32 = 1.8;
 
 /// Parameters of every stage, copied once per frame from the element's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,7 +40,7 @@ impl Default for RestoreParams {
             deflicker: true,
             deflicker_params: DeflickerParams::default(),
             clean: CleanParams::default(),
-            cut_threshold: 0.5,
+            cut_threshold: 0.6,
             compare: CompareMode::None,
         }
     }
@@ -104,6 +109,8 @@ pub struct Restored<T> {
     /// Frame number since the last reset.
     pub seq: u64,
     pub starts_shot: bool,
+    /// Difference from the previous frame that decided `starts_shot` (infinite for the first).
+    pub cut_score: f32,
     pub correction: ToneCorrection,
     /// Luma pixels the blotch stage replaced.
     pub blotch_pixels: usize,
@@ -118,6 +125,10 @@ pub struct Restorer<T> {
     restored: Box<WorkFrame>,
     future_quantiles: Vec<[f32; QUANTILES.len()]>,
     evicted: Vec<Box<WorkFrame>>,
+    /// Statistics of the last frame pushed, for the cut score of the next.
+    last_stats: Option<FrameStats>,
+    /// Cut scores of the last few frames, to tell a cut from sustained fast motion.
+    recent_cut_scores: std::collections::VecDeque<f32>,
     /// Analysis time of pushed frames, charged to the frame when it is output.
     analyse_ms: std::collections::VecDeque<f64>,
 }
@@ -133,6 +144,8 @@ impl<T> Restorer<T> {
             future_quantiles: Vec::with_capacity(future),
             evicted: Vec::with_capacity(past + future + 2),
             analyse_ms: std::collections::VecDeque::with_capacity(past + future + 2),
+            recent_cut_scores: std::collections::VecDeque::with_capacity(RECENT_CUT_SCORES),
+            last_stats: None,
         }
     }
 
@@ -153,11 +166,20 @@ impl<T> Restorer<T> {
         let WorkFrame { luma, pyramid, .. } = &mut *frame;
         pyramid.build(luma);
         let stats = FrameStats::compute(&frame.luma);
-        let cut = match self.window.newest_stats() {
-            Some(prev) => is_cut(prev, &stats, params.cut_threshold),
-            None => true,
-        };
-        self.window.push(frame, stats, cut || discontinuity, tag);
+        // Compared with the previous frame pushed, which may already have left a short window.
+        let score = self.last_stats.as_ref().map_or(f32::INFINITY, |prev| cut_score(prev, &stats));
+        self.last_stats = Some(stats.clone());
+        // A cut is a jump in the score, not only a high one: a fast pan keeps the score high
+        // for many frames in a row, a cut stands out from the frames before it.
+        let recent = self.recent_cut_scores.iter().sum::<f32>() / self.recent_cut_scores.len().max(1) as f32;
+        let cut = score > params.cut_threshold && (self.recent_cut_scores.is_empty() || score > CUT_JUMP * recent);
+        if self.recent_cut_scores.len() == RECENT_CUT_SCORES {
+            self.recent_cut_scores.pop_front();
+        }
+        if score.is_finite() {
+            self.recent_cut_scores.push_back(score);
+        }
+        self.window.push(frame, stats, cut || discontinuity, score, tag);
         self.analyse_ms.push_back(start.elapsed().as_secs_f64() * 1e3);
     }
 
@@ -177,7 +199,7 @@ impl<T> Restorer<T> {
         times.ms[Stage::Analyse as usize] = self.analyse_ms.pop_front().unwrap_or(0.0);
         let span = params.deflicker_params.span;
         let centre = self.window.centre();
-        let (seq, starts_shot, quantiles) = (centre.seq, centre.starts_shot, centre.stats.quantiles);
+        let (seq, starts_shot, quantiles, cut_score) = (centre.seq, centre.starts_shot, centre.stats.quantiles, centre.cut_score);
 
         let start = Instant::now();
         if starts_shot {
@@ -219,6 +241,7 @@ impl<T> Restorer<T> {
             tag,
             seq,
             starts_shot,
+            cut_score,
             correction,
             blotch_pixels,
             times,
@@ -236,6 +259,8 @@ impl<T> Restorer<T> {
         self.deflicker.reset();
         self.cleaner.reset();
         self.analyse_ms.clear();
+        self.recent_cut_scores.clear();
+        self.last_stats = None;
     }
 }
 
@@ -304,6 +329,45 @@ mod tests {
         let input_means: Vec<f32> = gains.iter().map(|g| textured(*g).luma.data.iter().sum::<f32>() / (32.0 * 24.0)).collect();
         let jitter = |m: &[f32]| m.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>();
         assert!(jitter(&means) < 0.5 * jitter(&input_means), "{} vs {}", jitter(&means), jitter(&input_means));
+    }
+
+    #[test]
+    fn a_cut_starts_a_shot_but_a_fast_pan_does_not() {
+        let g = Geometry {
+            width: 128,
+            height: 96,
+            chroma: Chroma::None,
+        };
+        let scene = |t: usize, cut: bool| {
+            let mut f = Box::new(WorkFrame::new(g));
+            for y in 0..96 {
+                for x in 0..128 {
+                    let xs = (x + 6 * t) as f32;
+                    let v = if cut {
+                        0.3 + 0.4 * (y as f32 * 0.05).sin() + 0.1 * (x as f32 * 0.02).cos()
+                    } else {
+                        0.5 + 0.3 * (xs * 0.07).sin() * (y as f32 * 0.05).cos()
+                    };
+                    f.luma.set(x, y, v);
+                }
+            }
+            f
+        };
+        // With no temporal window at all, cut detection must still see consecutive frames.
+        let params = RestoreParams::default();
+        let mut r = Restorer::new(g, 0, 0);
+        let mut out = WorkFrame::new(g);
+        let mut shots = Vec::new();
+        for t in 0..12 {
+            r.push(scene(t, t >= 8), t, false, &params);
+            if let Some(d) = r.restore_next(&params, Some(&mut out), false) {
+                if d.starts_shot {
+                    shots.push(d.tag);
+                }
+            }
+            r.take_evicted().for_each(drop);
+        }
+        assert_eq!(shots, vec![0, 8], "shots start at the first frame and at the cut only");
     }
 
     #[test]

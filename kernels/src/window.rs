@@ -17,6 +17,8 @@ pub struct Slot<T> {
     pub seq: u64,
     /// This frame starts a new shot (cut, discontinuity or first frame).
     pub starts_shot: bool,
+    /// How different this frame is from the previous one (see `cut::cut_score`).
+    pub cut_score: f32,
     tag: Option<T>,
 }
 
@@ -67,19 +69,15 @@ impl<T> TemporalWindow<T> {
         self.slots.len() - self.centre
     }
 
-    /// Stats of the newest frame, for comparing the next one against it.
-    pub fn newest_stats(&self) -> Option<&FrameStats> {
-        self.slots.back().map(|s| &s.stats)
-    }
-
-    pub fn push(&mut self, frame: Box<WorkFrame>, stats: FrameStats, starts_shot: bool, tag: T) {
+    pub fn push(&mut self, frame: Box<WorkFrame>, stats: FrameStats, starts_shot: bool, cut_score: f32, tag: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot {
             frame,
             stats,
             seq,
-            starts_shot: starts_shot || self.slots.is_empty(),
+            starts_shot: starts_shot || seq == 0,
+            cut_score,
             tag: Some(tag),
         });
     }
@@ -158,13 +156,13 @@ mod tests {
     fn outputs_after_future_frames_and_evicts_after_past() {
         let mut w = TemporalWindow::new(2, 1);
         let mut evicted = Vec::new();
-        w.push(frame(), FrameStats::default(), false, 0);
+        w.push(frame(), FrameStats::default(), false, 0.0, 0);
         assert!(!w.is_ready(false));
-        w.push(frame(), FrameStats::default(), false, 1);
+        w.push(frame(), FrameStats::default(), false, 0.0, 1);
         assert!(w.is_ready(false));
         assert_eq!(w.advance(&mut evicted), Some(0));
         for i in 2..6 {
-            w.push(frame(), FrameStats::default(), false, i);
+            w.push(frame(), FrameStats::default(), false, 0.0, i);
             assert_eq!(w.advance(&mut evicted), Some(i - 1));
         }
         assert_eq!(w.len(), 3, "past 2 + pending 1");
@@ -178,7 +176,7 @@ mod tests {
     fn neighbours_stop_at_shot_boundaries() {
         let mut w = TemporalWindow::new(2, 2);
         for i in 0..5 {
-            w.push(frame(), FrameStats::default(), i == 3, i);
+            w.push(frame(), FrameStats::default(), i == 3, 0.0, i);
         }
         let mut evicted = Vec::new();
         w.advance(&mut evicted);
@@ -199,7 +197,7 @@ mod tests {
     fn clear_returns_every_frame() {
         let mut w = TemporalWindow::new(1, 1);
         for i in 0..3 {
-            w.push(frame(), FrameStats::default(), false, i);
+            w.push(frame(), FrameStats::default(), false, 0.0, i);
         }
         let mut evicted = Vec::new();
         w.clear(&mut evicted);

@@ -62,7 +62,7 @@ const MAX_TEMPORAL_RADIUS: u32 = 8;
 const DEFAULT_DEFLICKER: bool = true;
 const DEFAULT_DEFLICKER_STRENGTH: f64 = 1.0;
 const DEFAULT_DEFLICKER_SPAN: u32 = 12;
-const DEFAULT_CUT_THRESHOLD: f64 = 0.5;
+const DEFAULT_CUT_THRESHOLD: f64 = 0.6;
 const DEFAULT_BLOTCHES: bool = true;
 const DEFAULT_BLOTCH_STRENGTH: f64 = 0.5;
 const DEFAULT_SCRATCHES: bool = true;
@@ -354,7 +354,16 @@ impl Output {
         for (total, ms) in stats.stage_ms.iter_mut().zip(restored.times.ms) {
             *total += ms;
         }
-        gst::trace!(CAT, obj = element, "frame {} out, correction {:?}", restored.seq, restored.correction);
+        gst::debug!(
+            CAT,
+            obj = element,
+            "frame {} out: cut score {:.3}{}, tone {:?}, {} blotch pixels",
+            restored.seq,
+            restored.cut_score,
+            if restored.starts_shot { " (new shot)" } else { "" },
+            restored.correction,
+            restored.blotch_pixels
+        );
         if settings.stats_interval > 0 && stats.frames_out % settings.stats_interval as u64 == 0 {
             let _ = element.post_message(self.stats_message(element, false));
         }
@@ -476,7 +485,7 @@ impl ObjectImpl for OldFilmRestore {
                     .build(),
                 glib::ParamSpecDouble::builder("cut-threshold")
                     .nick("Cut threshold")
-                    .blurb("How different two consecutive frames must be (mean change of the brightness-normalised picture, in standard deviations) to count as a shot cut. Lower finds more cuts. Range 0.05-10, default 0.5")
+                    .blurb("How different two consecutive frames must be (mean change of the brightness-normalised picture, in standard deviations) to count as a shot cut. A cut must also stand out from the frames just before it, so fast pans are not cuts. Lower finds more cuts. Range 0.05-10, default 0.6")
                     .minimum(0.05)
                     .maximum(10.0)
                     .default_value(DEFAULT_CUT_THRESHOLD)
