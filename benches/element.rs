@@ -9,19 +9,27 @@ use std::time::Instant;
 
 /// Seconds to push `frames` frames through `element` (a gst-launch fragment).
 fn run(element: &str, format: PixelFormat, w: usize, h: usize, frames: u64) -> f64 {
-    let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::from_string(format.caps_name()), w as u32, h as u32)
-        .fps(gst::Fraction::new(25, 1))
-        .build()
-        .expect("info")
-        .to_caps()
-        .expect("caps");
+    let caps = gst_video::VideoInfo::builder(
+        gst_video::VideoFormat::from_string(format.caps_name()),
+        w as u32,
+        h as u32,
+    )
+    .fps(gst::Fraction::new(25, 1))
+    .build()
+    .expect("info")
+    .to_caps()
+    .expect("caps");
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src format=time max-bytes=0 ! {element} ! fakesink sync=false"
     ))
     .expect("pipeline")
     .downcast::<gst::Pipeline>()
     .expect("a pipeline");
-    let src = pipeline.by_name("src").expect("appsrc").downcast::<gst_app::AppSrc>().expect("appsrc");
+    let src = pipeline
+        .by_name("src")
+        .expect("appsrc")
+        .downcast::<gst_app::AppSrc>()
+        .expect("appsrc");
     src.set_caps(Some(&caps));
     let info = gst_video::VideoInfo::from_caps(&caps).expect("info");
     let inputs: Vec<gst::Buffer> = (0..8)
@@ -53,11 +61,17 @@ fn run(element: &str, format: PixelFormat, w: usize, h: usize, frames: u64) -> f
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         let mut buffer = inputs[(i % 8) as usize].copy();
-        buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(40 * i));
+        buffer
+            .get_mut()
+            .expect("writable")
+            .set_pts(gst::ClockTime::from_mseconds(40 * i));
         src.push_buffer(buffer).expect("push");
     }
     src.end_of_stream().expect("eos");
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(600),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
     let seconds = start.elapsed().as_secs_f64();
     if let Some(msg) = msg {
         if let gst::MessageView::Error(e) = msg.view() {
@@ -72,7 +86,10 @@ fn main() {
     gst::init().expect("gst");
     gstoldfilm::register_static().expect("plugin");
     // `cargo bench` passes `--bench`; a number is the frame count.
-    let frames = std::env::args().filter_map(|a| a.parse::<u64>().ok()).next().unwrap_or(150);
+    let frames = std::env::args()
+        .filter_map(|a| a.parse::<u64>().ok())
+        .next()
+        .unwrap_or(150);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("{frames} frames per run, {cores} cores\n");
     println!("| format | size | identity fps | videoflip fps | oldfilmrestore fps (default stages) | oldfilmrestore fps (bypass) | restore / videoflip time |");

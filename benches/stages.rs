@@ -24,7 +24,9 @@ fn stages(c: &mut Criterion) {
                 b.iter(|| kernels::unpack(format, w, h, &image.plane_refs(), &mut frame).unwrap())
             });
             let mut out = image.clone();
-            group.bench_function(id("pack"), |b| b.iter(|| kernels::pack(format, &frame, &mut out.plane_muts()).unwrap()));
+            group.bench_function(id("pack"), |b| {
+                b.iter(|| kernels::pack(format, &frame, &mut out.plane_muts()).unwrap())
+            });
             group.bench_function(id("analyse"), |b| b.iter(|| FrameStats::compute(&frame.luma)));
             let stats = FrameStats::compute(&frame.luma);
             let deflicker = Deflicker::new();
@@ -34,7 +36,11 @@ fn stages(c: &mut Criterion) {
                 b.iter(|| {
                     let c = deflicker.correction(&params, &stats.quantiles, &[stats.quantiles; 2]);
                     target.copy_from(&frame);
-                    kernels::deflicker::ToneCorrection { gain: c.gain * 1.01, ..c }.apply(&mut target.luma);
+                    kernels::deflicker::ToneCorrection {
+                        gain: c.gain * 1.01,
+                        ..c
+                    }
+                    .apply(&mut target.luma);
                 })
             });
             group.bench_function(id("restorer-step"), |b| {

@@ -19,7 +19,13 @@ const STAGES_OFF: &[(&str, &str)] = &[
 ];
 
 /// Pushes `n` frames and EOS, returns every output buffer.
-fn run_frames(h: &mut gst_check::Harness, format: PixelFormat, w: usize, h_: usize, n: u64) -> (Vec<gst::Buffer>, Vec<gst::Buffer>) {
+fn run_frames(
+    h: &mut gst_check::Harness,
+    format: PixelFormat,
+    w: usize,
+    h_: usize,
+    n: u64,
+) -> (Vec<gst::Buffer>, Vec<gst::Buffer>) {
     h.set_src_caps(caps(format, w as u32, h_ as u32));
     let inputs: Vec<gst::Buffer> = (0..n).map(|i| timed_buffer(format, w, h_, i)).collect();
     for buffer in &inputs {
@@ -57,7 +63,12 @@ fn every_format_and_size_keeps_frame_count_and_timestamps() {
 
 #[test]
 fn full_hd_frames_go_through_in_common_formats() {
-    for format in [PixelFormat::Gray8, PixelFormat::I420, PixelFormat::Nv12, PixelFormat::Bgrx] {
+    for format in [
+        PixelFormat::Gray8,
+        PixelFormat::I420,
+        PixelFormat::Nv12,
+        PixelFormat::Bgrx,
+    ] {
         let mut h = harness("oldfilmrestore", &[]);
         let (inputs, outputs) = run_frames(&mut h, format, 1920, 1080, 4);
         assert_same_timing(&inputs, &outputs, &format!("{format:?} 1920x1080"));
@@ -76,8 +87,15 @@ fn with_stages_off_every_format_round_trips_exactly_and_keeps_alpha() {
             assert_eq!(fa, fb, "{format:?}: pixels changed with every stage off");
             if format.has_alpha() {
                 let map = b.map_readable().unwrap();
-                let alpha_offset = if format == PixelFormat::Rgba || format == PixelFormat::Bgra { 3 } else { 0 };
-                assert!(map.chunks(4).take(w).all(|px| px[alpha_offset] == 0x5A), "{format:?}: alpha changed");
+                let alpha_offset = if format == PixelFormat::Rgba || format == PixelFormat::Bgra {
+                    3
+                } else {
+                    0
+                };
+                assert!(
+                    map.chunks(4).take(w).all(|px| px[alpha_offset] == 0x5A),
+                    "{format:?}: alpha changed"
+                );
             }
         }
     }
@@ -155,9 +173,18 @@ fn caps_change_mid_stream_drains_then_continues_in_the_new_format() {
     assert_eq!(out.len(), 6);
     let gray = info(PixelFormat::Gray8, 64, 48).size();
     let i420 = info(PixelFormat::I420, 31, 23).size();
-    assert!(out[..3].iter().all(|b| b.size() == gray), "old frames keep the old size");
-    assert!(out[3..].iter().all(|b| b.size() == i420), "new frames have the new size");
-    assert_eq!(out.iter().map(|b| b.offset()).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+    assert!(
+        out[..3].iter().all(|b| b.size() == gray),
+        "old frames keep the old size"
+    );
+    assert!(
+        out[3..].iter().all(|b| b.size() == i420),
+        "new frames have the new size"
+    );
+    assert_eq!(
+        out.iter().map(|b| b.offset()).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -192,7 +219,10 @@ fn split_view_draws_a_divider() {
     let (_, outputs) = run_frames(&mut h, PixelFormat::Gray8, 40, 10, 2);
     let map = outputs[0].map_readable().unwrap();
     let stride = info(PixelFormat::Gray8, 40, 10).stride()[0] as usize;
-    assert!((0..10).all(|y| map[y * stride + 20] == 255), "white divider in the middle");
+    assert!(
+        (0..10).all(|y| map[y * stride + 20] == 255),
+        "white divider in the middle"
+    );
 }
 
 #[test]
@@ -224,19 +254,30 @@ fn a_truncated_buffer_is_an_error_not_a_panic() {
 
 /// Runs `videotestsrc num-buffers=n ! … ! oldfilmrestore ! fakesink`, calling `during` on the
 /// element from another thread while it plays; returns frames counted and the bus messages.
-fn run_pipeline(n: u32, caps: &str, props: &str, during: impl Fn(&gst::Element) + Send + 'static) -> (usize, Vec<gst::Message>) {
+fn run_pipeline(
+    n: u32,
+    caps: &str,
+    props: &str,
+    during: impl Fn(&gst::Element) + Send + 'static,
+) -> (usize, Vec<gst::Message>) {
     init();
     let description = format!(
         "videotestsrc num-buffers={n} pattern=ball ! {caps} ! oldfilmrestore name=r {props} ! fakesink name=sink sync=false"
     );
-    let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let pipeline = gst::parse::launch(&description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
     let restore = pipeline.by_name("r").unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
-    restore.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        gst::PadProbeReturn::Ok
-    });
+    restore
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let element = restore.clone();
@@ -294,12 +335,20 @@ fn switching_to_side_by_side_while_playing_renegotiates_without_losing_frames() 
 
 #[test]
 fn stats_messages_come_every_interval_and_at_eos() {
-    let (count, messages) = run_pipeline(30, "video/x-raw,format=GRAY8,width=32,height=32", "stats-interval=10", |_| {});
+    let (count, messages) = run_pipeline(
+        30,
+        "video/x-raw,format=GRAY8,width=32,height=32",
+        "stats-interval=10",
+        |_| {},
+    );
     assert_eq!(count, 30);
     let stats: Vec<_> = messages
         .iter()
         .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == "oldfilmrestore-stats").map(|s| s.to_owned()),
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == "oldfilmrestore-stats")
+                .map(|s| s.to_owned()),
             _ => None,
         })
         .collect();

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Where the test profile's `libgstoldfilm.so` is (the test script builds it first).
@@ -29,7 +32,11 @@ fn run_script(name: &str) -> String {
         .env("OLDFILM_PLUGIN_DIR", plugin_dir())
         .output()
         .expect("bash runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(output.status.success(), "{name} --test failed:\n{text}");
     text
 }

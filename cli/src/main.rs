@@ -183,7 +183,10 @@ fn degrade(args: DegradeArgs) -> Result<()> {
     media::run(&job)?;
     if let Some(mask) = &args.mask {
         if mask.extension().and_then(|e| e.to_str()) != Some("mkv") {
-            bail!("mask '{}' must be a .mkv file (it is written losslessly)", mask.display());
+            bail!(
+                "mask '{}' must be a .mkv file (it is written losslessly)",
+                mask.display()
+            );
         }
         // The damage depends only on the seed and the frame index: a second pass with the same
         // settings marks exactly the damage of the first.
@@ -202,7 +205,9 @@ fn degrade(args: DegradeArgs) -> Result<()> {
 fn info() -> Result<()> {
     println!("oldfilm {}", env!("CARGO_PKG_VERSION"));
     for name in ["oldfilmrestore", "oldfilmdegrade"] {
-        let element = gst::ElementFactory::make(name).build().with_context(|| format!("element {name} is missing"))?;
+        let element = gst::ElementFactory::make(name)
+            .build()
+            .with_context(|| format!("element {name} is missing"))?;
         println!("\n{name}:");
         for pspec in gst::prelude::ObjectExt::list_properties(&element).iter() {
             if pspec.owner_type() == gst::Object::static_type() || pspec.name() == "qos" {
@@ -214,13 +219,25 @@ fn info() -> Result<()> {
                 .ok()
                 .and_then(|v| v.get::<String>().ok())
                 .unwrap_or_else(|| format!("{default:?}"));
-            println!("  {:<20} default {:<8} {}", pspec.name(), shown, pspec.blurb().unwrap_or(""));
+            println!(
+                "  {:<20} default {:<8} {}",
+                pspec.name(),
+                shown,
+                pspec.blurb().unwrap_or("")
+            );
         }
     }
     println!();
     for (encoder, what) in [("avenc_ffv1", ".mkv (FFV1, lossless)"), ("x264enc", ".mp4 (H.264)")] {
         let present = gst::ElementFactory::find(encoder).is_some();
-        println!("{what}: {}", if present { "available" } else { "missing (install gstreamer1.0-libav / -plugins-ugly)" });
+        println!(
+            "{what}: {}",
+            if present {
+                "available"
+            } else {
+                "missing (install gstreamer1.0-libav / -plugins-ugly)"
+            }
+        );
     }
     Ok(())
 }

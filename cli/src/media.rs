@@ -28,7 +28,12 @@ pub struct Summary {
 
 /// The encoder and muxer for an output file, chosen by its extension.
 pub fn encoder_for(path: &Path) -> Result<&'static str> {
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("mkv") => Ok("avenc_ffv1 ! matroskamux"),
         Some("mp4") => Ok("x264enc speed-preset=medium pass=quant quantizer=18 ! mp4mux"),
         _ => bail!(
@@ -40,7 +45,9 @@ pub fn encoder_for(path: &Path) -> Result<&'static str> {
 
 /// `NAME=VALUE` for an element property, checked for shape.
 pub fn parse_property(kv: &str) -> Result<String> {
-    let (name, value) = kv.split_once('=').ok_or_else(|| anyhow!("--set '{kv}' must be NAME=VALUE"))?;
+    let (name, value) = kv
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set '{kv}' must be NAME=VALUE"))?;
     let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !valid || value.is_empty() || value.contains(char::is_whitespace) || value.contains('!') {
         bail!("--set '{kv}' must be NAME=VALUE with a property name and a value without spaces");
@@ -65,7 +72,11 @@ pub fn check_output(path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!("cannot write '{}': folder '{}' does not exist", path.display(), dir.display());
+        bail!(
+            "cannot write '{}': folder '{}' does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     if path.is_dir() {
         bail!("cannot write '{}': it is a folder", path.display());
@@ -104,7 +115,9 @@ pub fn run(job: &Job) -> Result<Summary> {
         .context("cannot build the pipeline (are the GStreamer plugins installed? run scripts/setup-debian.sh)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("the pipeline description did not make a pipeline"))?;
-    let work = pipeline.by_name("work").ok_or_else(|| anyhow!("pipeline has no element named work"))?;
+    let work = pipeline
+        .by_name("work")
+        .ok_or_else(|| anyhow!("pipeline has no element named work"))?;
     let frames = Arc::new(AtomicU64::new(0));
     let counter = frames.clone();
     work.static_pad("src")
@@ -113,7 +126,9 @@ pub fn run(job: &Job) -> Result<Summary> {
             counter.fetch_add(1, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });
-    pipeline.set_state(gst::State::Playing).context("cannot start the pipeline")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .context("cannot start the pipeline")?;
     let result = watch(&pipeline, job, &frames);
     let _ = pipeline.set_state(gst::State::Null);
     result
@@ -126,7 +141,12 @@ fn watch(pipeline: &gst::Pipeline, job: &Job, frames: &AtomicU64) -> Result<Summ
     loop {
         let msg = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(200),
-            &[gst::MessageType::Eos, gst::MessageType::Error, gst::MessageType::Element, gst::MessageType::Warning],
+            &[
+                gst::MessageType::Eos,
+                gst::MessageType::Error,
+                gst::MessageType::Element,
+                gst::MessageType::Warning,
+            ],
         );
         let done = frames.load(Ordering::Relaxed);
         progress.update(pipeline, done);
@@ -139,12 +159,19 @@ fn watch(pipeline: &gst::Pipeline, job: &Job, frames: &AtomicU64) -> Result<Summ
             gst::MessageView::Error(e) => {
                 let detail = e.error().to_string();
                 if done == 0 {
-                    bail!("'{}' is not a video GStreamer can decode: {detail}", job.input.display());
+                    bail!(
+                        "'{}' is not a video GStreamer can decode: {detail}",
+                        job.input.display()
+                    );
                 }
                 // Finish what was written so the output stays a valid file, then report.
                 finalise(pipeline, &bus);
                 progress.finish(done);
-                bail!("'{}' failed after {done} frames: {detail} ('{}' holds the frames written so far)", job.input.display(), job.output.display());
+                bail!(
+                    "'{}' failed after {done} frames: {detail} ('{}' holds the frames written so far)",
+                    job.input.display(),
+                    job.output.display()
+                );
             }
             gst::MessageView::Warning(w) => eprintln!("warning: {}", w.error()),
             gst::MessageView::Element(e) => {
@@ -283,7 +310,9 @@ mod tests {
     fn missing_input_and_unwritable_output_are_named() {
         let err = check_input(Path::new("/nonexistent/x.mkv")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/x.mkv") && err.contains("does not exist"));
-        let err = check_output(Path::new("/nonexistent/dir/y.mkv")).unwrap_err().to_string();
+        let err = check_output(Path::new("/nonexistent/dir/y.mkv"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 }

@@ -34,7 +34,9 @@ impl Reader {
             .by_name("sink")
             .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| anyhow!("no appsink"))?;
-        pipeline.set_state(gst::State::Playing).with_context(|| format!("cannot start decoding '{}'", path.display()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .with_context(|| format!("cannot start decoding '{}'", path.display()))?;
         Ok(Reader {
             path: path.to_path_buf(),
             pipeline,
@@ -45,7 +47,9 @@ impl Reader {
     /// The next frame's luma, `None` at the end.
     fn next(&mut self, frames_read: usize) -> Result<Option<Plane>> {
         match self.sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
-            Some(sample) => plane_from_sample(&sample).with_context(|| format!("cannot read a frame of '{}'", self.path.display())).map(Some),
+            Some(sample) => plane_from_sample(&sample)
+                .with_context(|| format!("cannot read a frame of '{}'", self.path.display()))
+                .map(Some),
             None => {
                 if let Some(err) = self.error() {
                     if frames_read == 0 {
@@ -60,10 +64,11 @@ impl Reader {
 
     fn error(&self) -> Option<String> {
         let bus = self.pipeline.bus()?;
-        bus.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
-            gst::MessageView::Error(e) => Some(e.error().to_string()),
-            _ => None,
-        })
+        bus.pop_filtered(&[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                _ => None,
+            })
     }
 
     /// Frame count from duration and rate, once the stream is running.
@@ -71,7 +76,8 @@ impl Reader {
         let duration = self.pipeline.query_duration::<gst::ClockTime>()?;
         let caps = self.sink.static_pad("sink")?.current_caps()?;
         let fps = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
-        (fps.numer() > 0).then(|| (duration.nseconds() * fps.numer() as u64 / fps.denom() as u64 / 1_000_000_000) as usize)
+        (fps.numer() > 0)
+            .then(|| (duration.nseconds() * fps.numer() as u64 / fps.denom() as u64 / 1_000_000_000) as usize)
     }
 }
 
@@ -85,7 +91,8 @@ fn plane_from_sample(sample: &gst::Sample) -> Result<Plane> {
     let caps = sample.caps().ok_or_else(|| anyhow!("frame without caps"))?;
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| anyhow!("frame caps are not raw video"))?;
     let buffer = sample.buffer().ok_or_else(|| anyhow!("sample without buffer"))?;
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| anyhow!("cannot map the frame"))?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+        .map_err(|_| anyhow!("cannot map the frame"))?;
     let (w, h) = (info.width() as usize, info.height() as usize);
     let stride = frame.plane_stride()[0] as usize;
     let data = frame.plane_data(0).map_err(|_| anyhow!("frame has no plane"))?;
@@ -132,7 +139,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         if n == 0 {
             let total = reference.estimated_frames().unwrap_or(SHEET_ROWS * 10);
             let total = args.max_frames.map_or(total, |m| total.min(m));
-            rows_at = (0..SHEET_ROWS).map(|k| (total * (2 * k + 1)) / (2 * SHEET_ROWS)).collect();
+            rows_at = (0..SHEET_ROWS)
+                .map(|k| (total * (2 * k + 1)) / (2 * SHEET_ROWS))
+                .collect();
         }
         if let Some(sheet) = sheet.as_mut() {
             if rows_at.contains(&n) {
@@ -147,7 +156,11 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     }
     let ended_early = |reader: &mut Reader| reader.next(n).ok().flatten().is_some();
     if args.max_frames.is_none() && (ended_early(&mut output) || ended_early(&mut reference)) {
-        eprintln!("warning: '{}' and '{}' have different frame counts; scored the first {n}", args.output.display(), args.reference.display());
+        eprintln!(
+            "warning: '{}' and '{}' have different frame counts; scored the first {n}",
+            args.output.display(),
+            args.reference.display()
+        );
     }
     let report = acc.report();
     if args.json {

@@ -75,8 +75,12 @@ impl ContactSheet {
         let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().with_context(|| format!("cannot write '{}'", path.display()))?;
-        writer.write_image_data(&pixels).with_context(|| format!("cannot write '{}'", path.display()))?;
+        let mut writer = encoder
+            .write_header()
+            .with_context(|| format!("cannot write '{}'", path.display()))?;
+        writer
+            .write_image_data(&pixels)
+            .with_context(|| format!("cannot write '{}'", path.display()))?;
         Ok(())
     }
 }
@@ -84,7 +88,10 @@ impl ContactSheet {
 /// Box-filtered scaling of a plane into a cell of the sheet.
 fn blit_scaled(src: &Plane, dst: &mut [u8], dst_w: usize, x0: usize, y0: usize, w: usize, h: usize) {
     for y in 0..h {
-        let (sy0, sy1) = (y * src.height / h, ((y + 1) * src.height / h).max(y * src.height / h + 1));
+        let (sy0, sy1) = (
+            y * src.height / h,
+            ((y + 1) * src.height / h).max(y * src.height / h + 1),
+        );
         for x in 0..w {
             let (sx0, sx1) = (x * src.width / w, ((x + 1) * src.width / w).max(x * src.width / w + 1));
             let mut sum = 0.0;

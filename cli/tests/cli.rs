@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn oldfilm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oldfilm")).args(args).output().expect("oldfilm runs")
+    Command::new(env!("CARGO_BIN_EXE_oldfilm"))
+        .args(args)
+        .output()
+        .expect("oldfilm runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -23,7 +26,14 @@ fn temp_dir(name: &str) -> PathBuf {
 fn make_clip(dir: &Path) -> PathBuf {
     let path = dir.join("clip.mkv");
     let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "num-buffers=30", "pattern=ball", "!", "video/x-raw,format=I420,width=160,height=120,framerate=25/1"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=30",
+            "pattern=ball",
+            "!",
+            "video/x-raw,format=I420,width=160,height=120,framerate=25/1",
+        ])
         .args(["!", "avenc_ffv1", "!", "matroskamux", "!", "filesink"])
         .arg(format!("location={}", path.display()))
         .status()
@@ -50,13 +60,30 @@ fn assert_one_line_error(o: &Output, needle: &str) {
 fn degrade_restore_score_round_trip() {
     let dir = temp_dir("roundtrip");
     let clip = make_clip(&dir);
-    let (degraded, mask, restored, sheet) = (dir.join("d.mkv"), dir.join("m.mkv"), dir.join("r.mkv"), dir.join("s.png"));
+    let (degraded, mask, restored, sheet) = (
+        dir.join("d.mkv"),
+        dir.join("m.mkv"),
+        dir.join("r.mkv"),
+        dir.join("s.png"),
+    );
     let o = oldfilm(&["degrade", s(&clip), s(&degraded), "--seed", "3", "--mask", s(&mask)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = oldfilm(&["restore", s(&degraded), s(&restored)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("30 frames in, 30 out"), "{}", stderr(&o));
-    let o = oldfilm(&["score", "--json", "--ref", s(&clip), "--input", s(&degraded), "--mask", s(&mask), "--sheet", s(&sheet), s(&restored)]);
+    let o = oldfilm(&[
+        "score",
+        "--json",
+        "--ref",
+        s(&clip),
+        "--input",
+        s(&degraded),
+        "--mask",
+        s(&mask),
+        "--sheet",
+        s(&sheet),
+        s(&restored),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json = String::from_utf8_lossy(&o.stdout);
     assert!(json.contains("\"frames\": 30"), "{json}");
@@ -117,5 +144,9 @@ fn a_truncated_file_fails_clearly_and_keeps_a_valid_output() {
         .args(["!", "matroskademux", "!", "avdec_ffv1", "!", "fakesink"])
         .output()
         .unwrap();
-    assert!(check.status.success(), "output is not a valid file: {}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "output is not a valid file: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

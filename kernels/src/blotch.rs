@@ -55,7 +55,14 @@ impl BlotchRemover {
     }
 
     /// Writes `centre` with blotches removed into `out`; returns the number of pixels replaced.
-    pub fn process(&mut self, params: &BlotchParams, centre: &Plane, a: &Neighbour, b: &Neighbour, out: &mut Plane) -> usize {
+    pub fn process(
+        &mut self,
+        params: &BlotchParams,
+        centre: &Plane,
+        a: &Neighbour,
+        b: &Neighbour,
+        out: &mut Plane,
+    ) -> usize {
         out.copy_from(centre);
         if params.strength <= 0.0 {
             return 0;
@@ -76,7 +83,7 @@ impl BlotchRemover {
     }
 
     /// The last mask: 0 clean, 1 grown edge, 2 detected core.
-    pub fn mask(&self) -> &[u8] {
+    pub fn last_mask(&self) -> &[u8] {
         &self.grown
     }
 
@@ -102,7 +109,8 @@ impl BlotchRemover {
             let mask = &self.mask;
             self.grown.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
                 // Most rows have no blotch near them: nothing to grow.
-                let near = (y.saturating_sub(1)..=(y + 1).min(h - 1)).any(|yy| mask[yy * w..(yy + 1) * w].iter().any(|&m| m != 0));
+                let near = (y.saturating_sub(1)..=(y + 1).min(h - 1))
+                    .any(|yy| mask[yy * w..(yy + 1) * w].iter().any(|&m| m != 0));
                 if !near {
                     row.fill(0);
                     return;
@@ -111,7 +119,9 @@ impl BlotchRemover {
                     let here = mask[y * w + x];
                     row[x] = if here != 0 {
                         here
-                    } else if touches(mask, w, h, x, y) && is_spike(centre.get(x, y), fa.get(x, y), fb.get(x, y), threshold) {
+                    } else if touches(mask, w, h, x, y)
+                        && is_spike(centre.get(x, y), fa.get(x, y), fb.get(x, y), threshold)
+                    {
                         EDGE
                     } else {
                         0
@@ -155,7 +165,10 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
         for sx in -r..=r {
             let mut diff = 0.0;
             for (i, cv) in patch.iter().enumerate() {
-                let nv = n.tone.map(n.raw.get_clamped(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1));
+                let nv = n.tone.map(
+                    n.raw
+                        .get_clamped(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1),
+                );
                 diff += (cv - nv).abs();
             }
             if diff / 9.0 < tolerance {
@@ -249,7 +262,9 @@ mod tests {
                 s ^= s >> 17;
                 s ^= s << 5;
                 let xs = x as f32 - shift as f32;
-                let v = 0.45 + 0.2 * (xs * 0.13).sin() * (y as f32 * 0.11).cos() + 0.01 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+                let v = 0.45
+                    + 0.2 * (xs * 0.13).sin() * (y as f32 * 0.11).cos()
+                    + 0.01 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
                 p.set(x, y, v);
             }
         }
@@ -267,11 +282,24 @@ mod tests {
         let (mut fa, mut fb) = (MotionField::default(), MotionField::default());
         estimate(centre, &pc, prev, &pp, ToneCorrection::IDENTITY, &mut fa);
         estimate(centre, &pc, next, &pn, ToneCorrection::IDENTITY, &mut fb);
-        let (mut ca, mut cb) = (Plane::new(centre.width, centre.height), Plane::new(centre.width, centre.height));
+        let (mut ca, mut cb) = (
+            Plane::new(centre.width, centre.height),
+            Plane::new(centre.width, centre.height),
+        );
         crate::motion::compensate(prev, &fa, ToneCorrection::IDENTITY, &mut ca);
         crate::motion::compensate(next, &fb, ToneCorrection::IDENTITY, &mut cb);
-        let a = Neighbour { compensated: &ca, raw: prev, field: &fa, tone: ToneCorrection::IDENTITY };
-        let b = Neighbour { compensated: &cb, raw: next, field: &fb, tone: ToneCorrection::IDENTITY };
+        let a = Neighbour {
+            compensated: &ca,
+            raw: prev,
+            field: &fa,
+            tone: ToneCorrection::IDENTITY,
+        };
+        let b = Neighbour {
+            compensated: &cb,
+            raw: next,
+            field: &fb,
+            tone: ToneCorrection::IDENTITY,
+        };
         let mut out = Plane::new(centre.width, centre.height);
         let n = BlotchRemover::new().process(&params, centre, &a, &b, &mut out);
         (out, n)
@@ -288,9 +316,16 @@ mod tests {
         }
         let (out, replaced) = run([&prev, &centre, &next], BlotchParams::default());
         assert!(replaced >= 42, "only {replaced} pixels replaced");
-        let blotch_err: f32 = (30..36).flat_map(|y| (40..47).map(move |x| (x, y))).map(|(x, y)| (out.get(x, y) - clean.get(x, y)).abs()).sum::<f32>() / 42.0;
+        let blotch_err: f32 = (30..36)
+            .flat_map(|y| (40..47).map(move |x| (x, y)))
+            .map(|(x, y)| (out.get(x, y) - clean.get(x, y)).abs())
+            .sum::<f32>()
+            / 42.0;
         assert!(blotch_err < 0.03, "blotch filled with error {blotch_err}");
-        assert!(replaced < 150, "{replaced} pixels replaced: too much of the picture touched");
+        assert!(
+            replaced < 150,
+            "{replaced} pixels replaced: too much of the picture touched"
+        );
     }
 
     #[test]

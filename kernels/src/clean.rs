@@ -64,7 +64,13 @@ impl Cleaner {
     }
 
     /// Writes the cleaned centre frame of `window` into `out` (same geometry).
-    pub fn run<T>(&mut self, params: &CleanParams, window: &TemporalWindow<T>, out: &mut WorkFrame, times: &mut StageTimes) {
+    pub fn run<T>(
+        &mut self,
+        params: &CleanParams,
+        window: &TemporalWindow<T>,
+        out: &mut WorkFrame,
+        times: &mut StageTimes,
+    ) {
         let centre = window.centre();
         out.copy_from(&centre.frame);
         let neighbours = NEIGHBOUR_CHOICES
@@ -80,7 +86,7 @@ impl Cleaner {
             let sigma = noise_sigma(&centre.frame.luma, a.compensated, b.compensated);
             if let Some(p) = &params.blotches {
                 self.blotch_pixels = self.blotches.process(p, &centre.frame.luma, &a, &b, &mut out.luma);
-                fill_chroma(out, pair, &self.fields, self.blotches.mask());
+                fill_chroma(out, pair, &self.fields, self.blotches.last_mask());
             }
             times.add(Stage::Blotches, start);
             let start = Instant::now();
@@ -102,7 +108,11 @@ impl Cleaner {
     }
 
     fn motion<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
-        let iter = pair.iter().zip(self.fields.iter_mut()).zip(self.compensated.iter_mut()).zip(self.tones.iter_mut());
+        let iter = pair
+            .iter()
+            .zip(self.fields.iter_mut())
+            .zip(self.compensated.iter_mut())
+            .zip(self.tones.iter_mut());
         for (((n, field), comp), tone) in iter {
             // Quantiles are good enough to steer the vectors; the pixel-pair fit on the
             // compensated frame then gets the brightness right for comparing pixels.
@@ -119,7 +129,6 @@ impl Cleaner {
             }
         }
     }
-
 }
 
 fn neighbour_views<'a, T>(
@@ -151,7 +160,10 @@ fn fill_chroma<T>(out: &mut WorkFrame, pair: [&Slot<T>; 2], fields: &[MotionFiel
                 let sample = |i: usize| {
                     let (vx, vy) = fields[i].vector_at(x, y);
                     let src = &pair[i].frame.chroma[ci];
-                    src.get_clamped((cx as isize) + vx as isize / sx as isize, (cy as isize) + vy as isize / sy as isize)
+                    src.get_clamped(
+                        (cx as isize) + vx as isize / sx as isize,
+                        (cy as isize) + vy as isize / sy as isize,
+                    )
                 };
                 plane.set(cx, cy, 0.5 * (sample(0) + sample(1)));
             }

@@ -25,7 +25,7 @@ impl CompareMode {
     /// Input width that produces an output of `width`, if any.
     pub fn input_width(self, width: usize) -> Option<usize> {
         match self {
-            CompareMode::SideBySide if width % 2 == 0 => Some(width / 2),
+            CompareMode::SideBySide if width.is_multiple_of(2) => Some(width / 2),
             CompareMode::SideBySide => None,
             _ => Some(width),
         }

@@ -45,10 +45,7 @@ impl Default for ToneCorrection {
 }
 
 impl ToneCorrection {
-    pub const IDENTITY: ToneCorrection = ToneCorrection {
-        gain: 1.0,
-        offset: 0.0,
-    };
+    pub const IDENTITY: ToneCorrection = ToneCorrection { gain: 1.0, offset: 0.0 };
 
     pub fn apply(&self, luma: &mut Plane) {
         if *self == Self::IDENTITY {
@@ -91,12 +88,7 @@ impl Deflicker {
 
     /// The correction for the centre frame. `future` holds the quantiles of the following
     /// frames of the same shot, nearest first. Call [`Self::remember`] after each frame.
-    pub fn correction(
-        &self,
-        params: &DeflickerParams,
-        centre: &[f32; NQ],
-        future: &[[f32; NQ]],
-    ) -> ToneCorrection {
+    pub fn correction(&self, params: &DeflickerParams, centre: &[f32; NQ], future: &[[f32; NQ]]) -> ToneCorrection {
         if params.strength <= 0.0 {
             return ToneCorrection::IDENTITY;
         }
@@ -122,7 +114,13 @@ impl Deflicker {
 
     fn target(&self, span: usize, centre: &[f32; NQ], future: &[[f32; NQ]]) -> [f32; NQ] {
         let sigma = (span.max(1) as f32) / 2.0;
-        let past = self.history.iter().rev().take(span).enumerate().map(|(i, q)| (-(i as f32) - 1.0, q));
+        let past = self
+            .history
+            .iter()
+            .rev()
+            .take(span)
+            .enumerate()
+            .map(|(i, q)| (-(i as f32) - 1.0, q));
         let ahead = future.iter().enumerate().map(|(i, q)| (i as f32 + 1.0, q));
         let samples = std::iter::once((0.0f32, centre)).chain(past).chain(ahead);
         let mut fit = [LocalLinear::default(); NQ];
@@ -179,7 +177,11 @@ pub fn fit_gain_offset(from: &[f32; NQ], to: &[f32; NQ]) -> ToneCorrection {
     let var_f: f32 = from.iter().map(|f| (f - mean_f) * (f - mean_f)).sum();
     let cov: f32 = from.iter().zip(to).map(|(f, t)| (f - mean_f) * (t - mean_t)).sum();
     // A flat frame carries no contrast information: correct its level only.
-    let gain = if var_f > 1e-6 { (cov / var_f).clamp(0.5, 2.0) } else { 1.0 };
+    let gain = if var_f > 1e-6 {
+        (cov / var_f).clamp(0.5, 2.0)
+    } else {
+        1.0
+    };
     ToneCorrection {
         gain,
         offset: mean_t - gain * mean_f,
@@ -216,7 +218,11 @@ pub fn fit_pixel_pairs(neighbour: &Plane, centre: &Plane, start: ToneCorrection)
             break;
         }
         let var = sxx - sx * sx / n;
-        let gain = if var > 1e-3 * n * 1e-3 { ((sxy - sx * sy / n) / var).clamp(0.5, 2.0) } else { 1.0 };
+        let gain = if var > 1e-3 * n * 1e-3 {
+            ((sxy - sx * sy / n) / var).clamp(0.5, 2.0)
+        } else {
+            1.0
+        };
         let offset = (sy - gain * sx) / n;
         tone = ToneCorrection {
             gain: gain as f32,
@@ -262,7 +268,10 @@ mod tests {
             }
             d.remember(i == 0, params.span, &cur);
         }
-        let before: f32 = gains[4..8].iter().map(|g| (quantiles(*g, 0.0)[4] - quantiles(1.0, 0.0)[4]).abs()).sum();
+        let before: f32 = gains[4..8]
+            .iter()
+            .map(|g| (quantiles(*g, 0.0)[4] - quantiles(1.0, 0.0)[4]).abs())
+            .sum();
         assert!(residual < 0.5 * before, "residual {residual} vs flicker {before}");
     }
 

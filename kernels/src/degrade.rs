@@ -9,6 +9,7 @@
 use crate::frame::{Plane, WorkFrame};
 use crate::rng::{hash64, Rng};
 use rayon::prelude::*;
+use std::f32::consts::TAU;
 
 /// Damage strengths, each 0 (off) to 1 (heavy).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,7 +109,7 @@ impl Degrader {
             scratches(frame, p.seed, index, p.scratches, mask.as_deref_mut());
         }
         if p.blotches > 0.0 {
-            blotches(frame, p.seed, index, p.blotches, mask.as_deref_mut());
+            blotches(frame, p.seed, index, p.blotches, mask);
         }
         for v in frame.luma.data.iter_mut() {
             *v = v.clamp(0.0, 1.0);
@@ -147,7 +148,7 @@ impl Degrader {
 /// Smooth wander plus a little per-frame jitter, up to about 2 px at strength 1.
 fn weave_offset(seed: u64, index: u64, strength: f32) -> (f32, f32) {
     let mut phase = Rng::new(hash64(&[seed, WEAVE]));
-    let (px, py) = (phase.range_f32(0.0, 6.28), phase.range_f32(0.0, 6.28));
+    let (px, py) = (phase.range_f32(0.0, TAU), phase.range_f32(0.0, TAU));
     let mut jitter = Rng::new(hash64(&[seed, index, WEAVE]));
     let t = index as f32;
     let dx = 1.4 * (0.37 * t + px).sin() + 0.6 * jitter.normal().clamp(-2.0, 2.0);
@@ -180,7 +181,9 @@ pub fn gaussian_blur(plane: &mut Plane, sigma: f32, tmp: &mut Plane) {
         return;
     }
     let radius = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let kernel: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
     let w = plane.width;
@@ -215,7 +218,10 @@ fn flicker(luma: &mut Plane, seed: u64, index: u64, strength: f32) {
     let mut rng = Rng::new(hash64(&[seed, index, FLICKER]));
     let gain = 1.0 + strength * 0.15 * rng.normal().clamp(-2.5, 2.5);
     let offset = strength * 0.05 * rng.normal().clamp(-2.5, 2.5);
-    let (ax, ay) = (strength * 0.1 * rng.normal().clamp(-2.0, 2.0), strength * 0.1 * rng.normal().clamp(-2.0, 2.0));
+    let (ax, ay) = (
+        strength * 0.1 * rng.normal().clamp(-2.0, 2.0),
+        strength * 0.1 * rng.normal().clamp(-2.0, 2.0),
+    );
     let (w, h) = (luma.width, luma.height);
     luma.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         let fy = y as f32 / h as f32 - 0.5;
@@ -251,11 +257,11 @@ impl Scratch {
             drift: 0.25 * r.normal(),
             wobble: r.range_f32(0.0, 1.5),
             wobble_freq: r.range_f32(0.05, 0.3),
-            phase: r.range_f32(0.0, 6.28),
+            phase: r.range_f32(0.0, TAU),
             width: r.range_f32(1.0, 3.0),
             bright: r.next_f32() < 0.6,
             intensity: r.range_f32(0.25, 0.6),
-            gap_phase: r.range_f32(0.0, 6.28),
+            gap_phase: r.range_f32(0.0, TAU),
         }
     }
 
@@ -289,7 +295,10 @@ fn draw_scratch(frame: &mut WorkFrame, s: &Scratch, t: u64, mut mask: Option<&mu
     let (w, h) = (frame.width(), frame.height());
     let centre = s.x_at(t);
     let half = s.width / 2.0;
-    let (lo, hi) = ((centre - half - 1.0).floor().max(0.0) as usize, ((centre + half + 1.0).ceil() as usize).min(w));
+    let (lo, hi) = (
+        (centre - half - 1.0).floor().max(0.0) as usize,
+        ((centre + half + 1.0).ceil() as usize).min(w),
+    );
     for y in 0..h {
         let fy = y as f32;
         // Gaps where the emulsion was not scored, and intensity varying along the line.
@@ -325,23 +334,38 @@ fn blotches(frame: &mut WorkFrame, seed: u64, t: u64, strength: f32, mut mask: O
         let max_radius = (0.015 * h as f32).max(1.5);
         let radius = (r.range_f32(0.0, 1.0) * max_radius.ln().max(0.0)).exp().max(0.7);
         let harmonics = [
-            (r.range_f32(0.0, 0.3), r.range_f32(0.0, 6.28)),
-            (r.range_f32(0.0, 0.2), r.range_f32(0.0, 6.28)),
-            (r.range_f32(0.0, 0.15), r.range_f32(0.0, 6.28)),
+            (r.range_f32(0.0, 0.3), r.range_f32(0.0, TAU)),
+            (r.range_f32(0.0, 0.2), r.range_f32(0.0, TAU)),
+            (r.range_f32(0.0, 0.15), r.range_f32(0.0, TAU)),
         ];
         let dark = r.next_f32() < 0.6;
-        let value = if dark { r.range_f32(0.0, 0.12) } else { r.range_f32(0.88, 1.0) };
+        let value = if dark {
+            r.range_f32(0.0, 0.12)
+        } else {
+            r.range_f32(0.88, 1.0)
+        };
         let soft = (0.25 * radius).max(0.6);
         let reach = radius * 1.7 + soft;
-        let (x0, x1) = ((cx - reach).floor().max(0.0) as usize, ((cx + reach).ceil() as usize).min(w));
-        let (y0, y1) = ((cy - reach).floor().max(0.0) as usize, ((cy + reach).ceil() as usize).min(h));
+        let (x0, x1) = (
+            (cx - reach).floor().max(0.0) as usize,
+            ((cx + reach).ceil() as usize).min(w),
+        );
+        let (y0, y1) = (
+            (cy - reach).floor().max(0.0) as usize,
+            ((cy + reach).ceil() as usize).min(h),
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
                 let d = (dx * dx + dy * dy).sqrt();
                 let theta = dy.atan2(dx);
                 let edge = radius
-                    * (1.0 + harmonics.iter().enumerate().map(|(i, (a, p))| a * ((i + 1) as f32 * theta + p).sin()).sum::<f32>());
+                    * (1.0
+                        + harmonics
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (a, p))| a * ((i + 1) as f32 * theta + p).sin())
+                            .sum::<f32>());
                 let alpha = ((edge - d) / soft + 0.5).clamp(0.0, 1.0);
                 if alpha <= 0.0 {
                     continue;
@@ -404,7 +428,10 @@ mod tests {
 
     #[test]
     fn same_inputs_give_identical_output_and_seeds_differ() {
-        let p = DamageParams { seed: 3, ..DamageParams::default() };
+        let p = DamageParams {
+            seed: 3,
+            ..DamageParams::default()
+        };
         assert_eq!(damaged(p, 5), damaged(p, 5));
         assert_ne!(damaged(p, 5).0, damaged(DamageParams { seed: 4, ..p }, 5).0);
         assert_ne!(damaged(p, 5).0, damaged(p, 6).0);
@@ -412,7 +439,15 @@ mod tests {
 
     #[test]
     fn all_strengths_zero_is_identity() {
-        let p = DamageParams { seed: 1, blotches: 0.0, scratches: 0.0, flicker: 0.0, grain: 0.0, blur: 0.0, gate_weave: 0.0 };
+        let p = DamageParams {
+            seed: 1,
+            blotches: 0.0,
+            scratches: 0.0,
+            flicker: 0.0,
+            grain: 0.0,
+            blur: 0.0,
+            gate_weave: 0.0,
+        };
         let (f, m) = damaged(p, 9);
         assert_eq!(f, picture(320, 240));
         assert!(m.data.iter().all(|&v| v == 0.0));
@@ -420,27 +455,62 @@ mod tests {
 
     #[test]
     fn blotches_live_one_frame() {
-        let p = DamageParams { seed: 11, blotches: 1.0, scratches: 0.0, flicker: 0.0, grain: 0.0, ..DamageParams::default() };
-        let (a, b) = (marked(&damaged(p, 10).1, mask::BLOTCH), marked(&damaged(p, 11).1, mask::BLOTCH));
-        let (na, overlap) = (a.iter().filter(|&&x| x).count(), a.iter().zip(&b).filter(|(x, y)| **x && **y).count());
+        let p = DamageParams {
+            seed: 11,
+            blotches: 1.0,
+            scratches: 0.0,
+            flicker: 0.0,
+            grain: 0.0,
+            ..DamageParams::default()
+        };
+        let (a, b) = (
+            marked(&damaged(p, 10).1, mask::BLOTCH),
+            marked(&damaged(p, 11).1, mask::BLOTCH),
+        );
+        let (na, overlap) = (
+            a.iter().filter(|&&x| x).count(),
+            a.iter().zip(&b).filter(|(x, y)| **x && **y).count(),
+        );
         assert!(na > 20, "only {na} blotch pixels");
-        assert!(overlap * 10 < na, "{overlap} of {na} blotch pixels also in the next frame");
+        assert!(
+            overlap * 10 < na,
+            "{overlap} of {na} blotch pixels also in the next frame"
+        );
     }
 
     #[test]
     fn scratches_persist_for_many_frames() {
-        let p = DamageParams { seed: 2, blotches: 0.0, scratches: 1.0, flicker: 0.0, grain: 0.0, ..DamageParams::default() };
+        let p = DamageParams {
+            seed: 2,
+            blotches: 0.0,
+            scratches: 1.0,
+            flicker: 0.0,
+            grain: 0.0,
+            ..DamageParams::default()
+        };
         let columns = |m: &Plane| -> Vec<usize> {
-            (0..m.width).filter(|&x| (0..m.height).filter(|&y| m.get(x, y) > 0.4).count() > m.height / 2).collect()
+            (0..m.width)
+                .filter(|&x| (0..m.height).filter(|&y| m.get(x, y) > 0.4).count() > m.height / 2)
+                .collect()
         };
         let runs: Vec<Vec<usize>> = (100..115).map(|t| columns(&damaged(p, t).1)).collect();
-        let lasting = runs[0].iter().filter(|&&x| runs.iter().all(|cols| cols.iter().any(|&c| c.abs_diff(x) <= 6))).count();
+        let lasting = runs[0]
+            .iter()
+            .filter(|&&x| runs.iter().all(|cols| cols.iter().any(|&c| c.abs_diff(x) <= 6)))
+            .count();
         assert!(lasting > 0, "no scratch lasted 15 frames: {runs:?}");
     }
 
     #[test]
     fn mask_marks_only_changed_pixels() {
-        let p = DamageParams { seed: 5, blotches: 1.0, scratches: 1.0, flicker: 0.0, grain: 0.0, ..DamageParams::default() };
+        let p = DamageParams {
+            seed: 5,
+            blotches: 1.0,
+            scratches: 1.0,
+            flicker: 0.0,
+            grain: 0.0,
+            ..DamageParams::default()
+        };
         let (f, m) = damaged(p, 3);
         let clean = picture(320, 240);
         for i in 0..f.luma.data.len() {
@@ -455,7 +525,14 @@ mod tests {
 
     #[test]
     fn flicker_moves_the_mean_by_varying_amounts() {
-        let p = DamageParams { seed: 8, blotches: 0.0, scratches: 0.0, flicker: 1.0, grain: 0.0, ..DamageParams::default() };
+        let p = DamageParams {
+            seed: 8,
+            blotches: 0.0,
+            scratches: 0.0,
+            flicker: 1.0,
+            grain: 0.0,
+            ..DamageParams::default()
+        };
         let mean = |f: &WorkFrame| f.luma.data.iter().sum::<f32>() / f.luma.data.len() as f32;
         let means: Vec<f32> = (0..6).map(|t| mean(&damaged(p, t).0)).collect();
         let spread = means.iter().cloned().fold(f32::MIN, f32::max) - means.iter().cloned().fold(f32::MAX, f32::min);
@@ -466,7 +543,11 @@ mod tests {
     fn odd_and_tiny_sizes_work() {
         for (w, h) in [(1, 1), (3, 5), (321, 241)] {
             let mut f = picture(w, h);
-            let p = DamageParams { blur: 0.5, gate_weave: 0.5, ..DamageParams::default() };
+            let p = DamageParams {
+                blur: 0.5,
+                gate_weave: 0.5,
+                ..DamageParams::default()
+            };
             Degrader::new(p).apply(&mut f, 7, None);
             assert!(f.luma.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
         }

@@ -204,26 +204,68 @@ impl PixelFormat {
 
     fn layout(self) -> Layout {
         use PixelFormat::*;
-        let planar = |d| Layout::Yuv([Some(comp(0, d_bytes(d), 0, d)), Some(comp(1, d_bytes(d), 0, d)), Some(comp(2, d_bytes(d), 0, d))]);
+        let planar = |d| {
+            Layout::Yuv([
+                Some(comp(0, d_bytes(d), 0, d)),
+                Some(comp(1, d_bytes(d), 0, d)),
+                Some(comp(2, d_bytes(d), 0, d)),
+            ])
+        };
         match self {
             Gray8 => Layout::Yuv([Some(comp(0, 1, 0, D8)), None, None]),
             Gray16Le => Layout::Yuv([Some(comp(0, 2, 0, D16)), None, None]),
             I420 | Y42b | Y444 => planar(D8),
             // YV12 stores V in plane 1 and U in plane 2.
-            Yv12 => Layout::Yuv([Some(comp(0, 1, 0, D8)), Some(comp(2, 1, 0, D8)), Some(comp(1, 1, 0, D8))]),
-            Nv12 => Layout::Yuv([Some(comp(0, 1, 0, D8)), Some(comp(1, 2, 0, D8)), Some(comp(1, 2, 1, D8))]),
-            Uyvy => Layout::Yuv([Some(comp(0, 2, 1, D8)), Some(comp(0, 4, 0, D8)), Some(comp(0, 4, 2, D8))]),
-            Yuy2 => Layout::Yuv([Some(comp(0, 2, 0, D8)), Some(comp(0, 4, 1, D8)), Some(comp(0, 4, 3, D8))]),
+            Yv12 => Layout::Yuv([
+                Some(comp(0, 1, 0, D8)),
+                Some(comp(2, 1, 0, D8)),
+                Some(comp(1, 1, 0, D8)),
+            ]),
+            Nv12 => Layout::Yuv([
+                Some(comp(0, 1, 0, D8)),
+                Some(comp(1, 2, 0, D8)),
+                Some(comp(1, 2, 1, D8)),
+            ]),
+            Uyvy => Layout::Yuv([
+                Some(comp(0, 2, 1, D8)),
+                Some(comp(0, 4, 0, D8)),
+                Some(comp(0, 4, 2, D8)),
+            ]),
+            Yuy2 => Layout::Yuv([
+                Some(comp(0, 2, 0, D8)),
+                Some(comp(0, 4, 1, D8)),
+                Some(comp(0, 4, 3, D8)),
+            ]),
             I420_10Le | I422_10Le => planar(D10),
             P010_10Le => Layout::Yuv([
                 Some(comp(0, 2, 0, D10_HIGH)),
                 Some(comp(1, 4, 0, D10_HIGH)),
                 Some(comp(1, 4, 2, D10_HIGH)),
             ]),
-            Rgb => Layout::Rgb { step: 3, r: 0, g: 1, b: 2 },
-            Bgr => Layout::Rgb { step: 3, r: 2, g: 1, b: 0 },
-            Rgba | Rgbx => Layout::Rgb { step: 4, r: 0, g: 1, b: 2 },
-            Bgra | Bgrx => Layout::Rgb { step: 4, r: 2, g: 1, b: 0 },
+            Rgb => Layout::Rgb {
+                step: 3,
+                r: 0,
+                g: 1,
+                b: 2,
+            },
+            Bgr => Layout::Rgb {
+                step: 3,
+                r: 2,
+                g: 1,
+                b: 0,
+            },
+            Rgba | Rgbx => Layout::Rgb {
+                step: 4,
+                r: 0,
+                g: 1,
+                b: 2,
+            },
+            Bgra | Bgrx => Layout::Rgb {
+                step: 4,
+                r: 2,
+                g: 1,
+                b: 0,
+            },
         }
     }
 }
@@ -318,7 +360,14 @@ fn check_plane(
     Ok(())
 }
 
-fn check_rgb(format: PixelFormat, step: usize, len: usize, stride: usize, w: usize, h: usize) -> Result<(), FormatError> {
+fn check_rgb(
+    format: PixelFormat,
+    step: usize,
+    len: usize,
+    stride: usize,
+    w: usize,
+    h: usize,
+) -> Result<(), FormatError> {
     let needed = needed_bytes(stride, h, w * step);
     if len < needed || stride < w * step {
         return Err(FormatError::PlaneTooSmall {
@@ -437,8 +486,7 @@ pub fn unpack(
                     let row = &src.data[y * src.stride..];
                     for x in 0..width {
                         let p = &row[x * step..];
-                        let (yy, u, v) =
-                            rgb_to_ycbcr(p[r] as f32 / 255.0, p[g] as f32 / 255.0, p[b] as f32 / 255.0);
+                        let (yy, u, v) = rgb_to_ycbcr(p[r] as f32 / 255.0, p[g] as f32 / 255.0, p[b] as f32 / 255.0);
                         ly[x] = yy;
                         lcb[x] = u;
                         lcr[x] = v;
@@ -450,11 +498,7 @@ pub fn unpack(
 }
 
 /// Writes `src` into the planes of `format`. Padding and alpha bytes are left as they are.
-pub fn pack(
-    format: PixelFormat,
-    src: &WorkFrame,
-    planes: &mut [PlaneMut],
-) -> Result<(), FormatError> {
+pub fn pack(format: PixelFormat, src: &WorkFrame, planes: &mut [PlaneMut]) -> Result<(), FormatError> {
     let (width, height) = (src.width(), src.height());
     check_frame(format, width, height, planes.len())?;
     check_geometry(format, src, width, height)?;
@@ -603,9 +647,7 @@ mod tests {
             for y in 0..rows {
                 let row = &mut img.planes[p][y * img.strides[p]..][..row_bytes];
                 match format {
-                    PixelFormat::I420_10Le | PixelFormat::I422_10Le => {
-                        row.chunks_mut(2).for_each(|b| b[1] &= 0x03)
-                    }
+                    PixelFormat::I420_10Le | PixelFormat::I422_10Le => row.chunks_mut(2).for_each(|b| b[1] &= 0x03),
                     PixelFormat::P010_10Le => row.chunks_mut(2).for_each(|b| b[0] &= 0xC0),
                     // An odd width leaves the second luma byte of the last pair unused.
                     PixelFormat::Uyvy if w % 2 == 1 => row[row_bytes - 1] = 0,
@@ -640,7 +682,11 @@ mod tests {
             unpack(format, w, h, &src.plane_refs(), &mut frame).unwrap();
             let mut out = src.clone();
             // Scribble over colour bytes; pack must rewrite them and leave alpha alone.
-            let step = if matches!(format, PixelFormat::Rgb | PixelFormat::Bgr) { 3 } else { 4 };
+            let step = if matches!(format, PixelFormat::Rgb | PixelFormat::Bgr) {
+                3
+            } else {
+                4
+            };
             for y in 0..h {
                 for x in 0..w {
                     for c in 0..3 {
@@ -685,7 +731,10 @@ mod tests {
     #[test]
     fn short_planes_and_empty_frames_are_errors_not_panics() {
         let mut f = WorkFrame::new(PixelFormat::I420.geometry(4, 4));
-        let short = [PlaneRef { data: &[0u8; 3], stride: 4 }; 3];
+        let short = [PlaneRef {
+            data: &[0u8; 3],
+            stride: 4,
+        }; 3];
         assert!(matches!(
             unpack(PixelFormat::I420, 4, 4, &short, &mut f),
             Err(FormatError::PlaneTooSmall { .. })

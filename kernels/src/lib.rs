@@ -1,6 +1,11 @@
 //! Pixel maths for oldfilmrestore. Nothing here knows about GStreamer: every stage works on
 //! [`frame::WorkFrame`]s and is testable with plain arrays.
 
+// Frames travel between pools, channels and the window as one pointer each.
+#![allow(clippy::vec_box)]
+// Pixel loops index several rows and planes with one coordinate.
+#![allow(clippy::needless_range_loop)]
+
 pub mod blotch;
 pub mod clean;
 pub mod compare;

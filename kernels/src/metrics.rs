@@ -10,7 +10,12 @@ use std::fmt;
 pub const PSNR_CAP: f64 = 100.0;
 
 pub fn mse(a: &Plane, b: &Plane) -> f64 {
-    let sum: f64 = a.data.par_iter().zip(&b.data).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let sum: f64 = a
+        .data
+        .par_iter()
+        .zip(&b.data)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum();
     sum / a.data.len().max(1) as f64
 }
 
@@ -68,13 +73,21 @@ fn separable(w: usize, h: usize, f: &(dyn Fn(usize) -> f32 + Sync), kernel: &[f3
     let mut tmp = vec![0.0f32; w * h];
     tmp.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         for (x, out) in row.iter_mut().enumerate() {
-            *out = kernel.iter().enumerate().map(|(i, k)| k * f(y * w + clamp(x as isize + i as isize - r, w))).sum();
+            *out = kernel
+                .iter()
+                .enumerate()
+                .map(|(i, k)| k * f(y * w + clamp(x as isize + i as isize - r, w)))
+                .sum();
         }
     });
     let mut out = vec![0.0f32; w * h];
     out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         for (x, o) in row.iter_mut().enumerate() {
-            *o = kernel.iter().enumerate().map(|(i, k)| k * tmp[clamp(y as isize + i as isize - r, h) * w + x]).sum();
+            *o = kernel
+                .iter()
+                .enumerate()
+                .map(|(i, k)| k * tmp[clamp(y as isize + i as isize - r, h) * w + x])
+                .sum();
         }
     });
     out
@@ -182,9 +195,24 @@ impl fmt::Display for ScoreReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         writeln!(f, "frames scored            {}", self.frames)?;
-        writeln!(f, "PSNR-Y (dB)              {}   (input {})", show(self.psnr_y, 2), show(self.psnr_input, 2))?;
-        writeln!(f, "SSIM                     {}   (input {})", show(self.ssim, 4), show(self.ssim_input, 4))?;
-        writeln!(f, "flicker (8-bit levels)   {}   (input {})", show(self.flicker, 3), show(self.flicker_input, 3))?;
+        writeln!(
+            f,
+            "PSNR-Y (dB)              {}   (input {})",
+            show(self.psnr_y, 2),
+            show(self.psnr_input, 2)
+        )?;
+        writeln!(
+            f,
+            "SSIM                     {}   (input {})",
+            show(self.ssim, 4),
+            show(self.ssim_input, 4)
+        )?;
+        writeln!(
+            f,
+            "flicker (8-bit levels)   {}   (input {})",
+            show(self.flicker, 3),
+            show(self.flicker_input, 3)
+        )?;
         writeln!(f, "flicker vs reference     {}", show(self.flicker_vs_ref, 3))?;
         writeln!(f, "sharpness kept           {}", show(self.sharpness_kept, 3))?;
         writeln!(f, "blotch error / input     {}", show(self.blotch_error_ratio, 3))?;
@@ -273,7 +301,8 @@ impl ScoreAccumulator {
         }
         if self.frames >= 2 && self.history[0].data.len() == out.data.len() {
             // history[0] is t-2, history[1] is t-1: score t-1 as the middle frame.
-            self.spikes.add(spike_fraction(&self.history[0], &self.history[1], out, SPIKE_THRESHOLD));
+            self.spikes
+                .add(spike_fraction(&self.history[0], &self.history[1], out, SPIKE_THRESHOLD));
         }
         self.history.swap(0, 1);
         if (self.history[1].width, self.history[1].height) != (out.width, out.height) {
@@ -350,7 +379,12 @@ mod tests {
         let mut acc = ScoreAccumulator::new();
         let mut steady = ScoreAccumulator::new();
         for t in 0..6 {
-            acc.push(&Plane::filled(8, 8, if t % 2 == 0 { 0.4 } else { 0.5 }), None, None, None);
+            acc.push(
+                &Plane::filled(8, 8, if t % 2 == 0 { 0.4 } else { 0.5 }),
+                None,
+                None,
+                None,
+            );
             steady.push(&Plane::filled(8, 8, 0.4), None, None, None);
         }
         assert!((acc.report().flicker.unwrap() - 25.5).abs() < 1e-3);
@@ -360,9 +394,21 @@ mod tests {
     #[test]
     fn masked_ratio_compares_output_and_input_errors() {
         let reference = Plane::filled(4, 1, 0.5);
-        let input = Plane { width: 4, height: 1, data: vec![0.0, 0.5, 0.5, 0.5] };
-        let output = Plane { width: 4, height: 1, data: vec![0.4, 0.5, 0.5, 0.9] };
-        let m = Plane { width: 4, height: 1, data: vec![1.0, 0.0, 0.0, 0.0] };
+        let input = Plane {
+            width: 4,
+            height: 1,
+            data: vec![0.0, 0.5, 0.5, 0.5],
+        };
+        let output = Plane {
+            width: 4,
+            height: 1,
+            data: vec![0.4, 0.5, 0.5, 0.9],
+        };
+        let m = Plane {
+            width: 4,
+            height: 1,
+            data: vec![1.0, 0.0, 0.0, 0.0],
+        };
         let mut acc = ScoreAccumulator::new();
         acc.push(&output, Some(&reference), Some(&input), Some(&m));
         assert!((acc.report().blotch_error_ratio.unwrap() - 0.2).abs() < 1e-6);
@@ -387,7 +433,14 @@ mod tests {
 
     #[test]
     fn json_has_every_field_and_nulls() {
-        let json = ScoreReport { frames: 3, psnr_y: Some(30.0), ..Default::default() }.to_json();
-        assert!(json.contains("\"frames\": 3") && json.contains("\"psnr_y\": 30.000000") && json.contains("\"ssim\": null"));
+        let json = ScoreReport {
+            frames: 3,
+            psnr_y: Some(30.0),
+            ..Default::default()
+        }
+        .to_json();
+        assert!(
+            json.contains("\"frames\": 3") && json.contains("\"psnr_y\": 30.000000") && json.contains("\"ssim\": null")
+        );
     }
 }

@@ -165,7 +165,15 @@ pub fn estimate(
 /// Tries `v` against the best so far; ties keep the earlier (shorter) vector so flat areas do
 /// not wander.
 #[inline]
-fn try_vector(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, v: (i32, i32), best: &mut ((i32, i32), f32)) {
+fn try_vector(
+    c: &Plane,
+    n: &Plane,
+    tone: ToneCorrection,
+    x0: usize,
+    y0: usize,
+    v: (i32, i32),
+    best: &mut ((i32, i32), f32),
+) {
     let cost = block_cost(c, n, tone, x0, y0, v, best.1);
     if cost < best.1 - 1e-4 {
         *best = (v, cost);
@@ -184,7 +192,14 @@ fn full_search(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize)
 
 /// Small-diamond descent from the predictor (at most a few steps), plus the zero vector
 /// (static scenes, film borders).
-fn refine(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize, predictor: (i32, i32)) -> ((i32, i32), f32) {
+fn refine(
+    c: &Plane,
+    n: &Plane,
+    tone: ToneCorrection,
+    x0: usize,
+    y0: usize,
+    predictor: (i32, i32),
+) -> ((i32, i32), f32) {
     let mut best = (predictor, block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY));
     if predictor != (0, 0) {
         try_vector(c, n, tone, x0, y0, (0, 0), &mut best);
@@ -294,10 +309,17 @@ mod tests {
             .map(|(bx, by)| field.vectors[by * field.blocks_x + bx])
             .collect();
         let right = interior.iter().filter(|v| **v == (9, -5)).count();
-        assert!(right * 10 >= interior.len() * 9, "{right} of {} blocks found (9,-5)", interior.len());
+        assert!(
+            right * 10 >= interior.len() * 9,
+            "{right} of {} blocks found (9,-5)",
+            interior.len()
+        );
         let mut out = Plane::new(160, 120);
         compensate(&n, &field, ToneCorrection::IDENTITY, &mut out);
-        let err: f32 = (20..100).flat_map(|y| (20..140).map(move |x| (x, y))).map(|(x, y)| (out.get(x, y) - c.get(x, y)).abs()).sum();
+        let err: f32 = (20..100)
+            .flat_map(|y| (20..140).map(move |x| (x, y)))
+            .map(|(x, y)| (out.get(x, y) - c.get(x, y)).abs())
+            .sum();
         assert!(err / (80.0 * 120.0) < 0.01, "compensated frame differs by {err}");
     }
 
@@ -305,7 +327,10 @@ mod tests {
     fn flicker_does_not_pull_vectors_when_mapped() {
         let c = scene(128, 96, (0, 0), 1.0);
         let n = scene(128, 96, (3, 2), 0.8);
-        let tone = ToneCorrection { gain: 1.25, offset: 0.0 };
+        let tone = ToneCorrection {
+            gain: 1.25,
+            offset: 0.0,
+        };
         let field = field_between(&c, &n, tone);
         let centre_block = field.vectors[(field.blocks_y / 2) * field.blocks_x + field.blocks_x / 2];
         assert_eq!(centre_block, (3, 2));

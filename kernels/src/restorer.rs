@@ -167,7 +167,10 @@ impl<T> Restorer<T> {
         pyramid.build(luma);
         let stats = FrameStats::compute(&frame.luma);
         // Compared with the previous frame pushed, which may already have left a short window.
-        let score = self.last_stats.as_ref().map_or(f32::INFINITY, |prev| cut_score(prev, &stats));
+        let score = self
+            .last_stats
+            .as_ref()
+            .map_or(f32::INFINITY, |prev| cut_score(prev, &stats));
         self.last_stats = Some(stats.clone());
         // A cut is a jump in the score, not only a high one: a fast pan keeps the score high
         // for many frames in a row, a cut stands out from the frames before it.
@@ -191,7 +194,12 @@ impl<T> Restorer<T> {
 
     /// Restores the next frame into `out` (of `params.compare.output_geometry(input)`), or
     /// only advances when `out` is `None` (bypass: the caller outputs the original).
-    pub fn restore_next(&mut self, params: &RestoreParams, out: Option<&mut WorkFrame>, draining: bool) -> Option<Restored<T>> {
+    pub fn restore_next(
+        &mut self,
+        params: &RestoreParams,
+        out: Option<&mut WorkFrame>,
+        draining: bool,
+    ) -> Option<Restored<T>> {
         if !self.window.is_ready(draining) {
             return None;
         }
@@ -199,7 +207,8 @@ impl<T> Restorer<T> {
         times.ms[Stage::Analyse as usize] = self.analyse_ms.pop_front().unwrap_or(0.0);
         let span = params.deflicker_params.span;
         let centre = self.window.centre();
-        let (seq, starts_shot, quantiles, cut_score) = (centre.seq, centre.starts_shot, centre.stats.quantiles, centre.cut_score);
+        let (seq, starts_shot, quantiles, cut_score) =
+            (centre.seq, centre.starts_shot, centre.stats.quantiles, centre.cut_score);
 
         let start = Instant::now();
         if starts_shot {
@@ -214,7 +223,8 @@ impl<T> Restorer<T> {
                     None => break,
                 }
             }
-            self.deflicker.correction(&params.deflicker_params, &quantiles, &self.future_quantiles)
+            self.deflicker
+                .correction(&params.deflicker_params, &quantiles, &self.future_quantiles)
         } else {
             ToneCorrection::IDENTITY
         };
@@ -223,7 +233,11 @@ impl<T> Restorer<T> {
         times.add(Stage::Deflicker, start);
         let mut blotch_pixels = 0;
         if let (Some(out), false) = (out, params.bypass) {
-            let target: &mut WorkFrame = if params.compare == CompareMode::None { out } else { &mut self.restored };
+            let target: &mut WorkFrame = if params.compare == CompareMode::None {
+                out
+            } else {
+                &mut self.restored
+            };
             self.cleaner.run(&params.clean, &self.window, target, &mut times);
             blotch_pixels = self.cleaner.blotch_pixels;
             let start = Instant::now();
@@ -326,9 +340,17 @@ mod tests {
             means.extend(run(&mut r, &mut out, false));
         }
         means.extend(run(&mut r, &mut out, true));
-        let input_means: Vec<f32> = gains.iter().map(|g| textured(*g).luma.data.iter().sum::<f32>() / (32.0 * 24.0)).collect();
+        let input_means: Vec<f32> = gains
+            .iter()
+            .map(|g| textured(*g).luma.data.iter().sum::<f32>() / (32.0 * 24.0))
+            .collect();
         let jitter = |m: &[f32]| m.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>();
-        assert!(jitter(&means) < 0.5 * jitter(&input_means), "{} vs {}", jitter(&means), jitter(&input_means));
+        assert!(
+            jitter(&means) < 0.5 * jitter(&input_means),
+            "{} vs {}",
+            jitter(&means),
+            jitter(&input_means)
+        );
     }
 
     #[test]

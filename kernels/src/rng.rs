@@ -12,7 +12,9 @@ fn splitmix(mut z: u64) -> u64 {
 
 /// Mixes several integers (seed, frame index, purpose…) into one seed.
 pub fn hash64(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x6A09_E667_F3BC_C909, |acc, &p| splitmix(acc ^ splitmix(p)))
+    parts
+        .iter()
+        .fold(0x6A09_E667_F3BC_C909, |acc, &p| splitmix(acc ^ splitmix(p)))
 }
 
 /// xoshiro256** generator.

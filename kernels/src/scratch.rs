@@ -92,10 +92,13 @@ impl ScratchRemover {
                     acc
                 },
             )
-            .reduce(|| vec![0.0f32; w], |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            });
+            .reduce(
+                || vec![0.0f32; w],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
         let n = rows.len() as f32;
         for (p, s) in self.profile.iter_mut().zip(sums) {
             *p = s / n;
@@ -112,7 +115,9 @@ impl ScratchRemover {
             let peak = self.profile[x];
             let is_line = peak.abs() > threshold && is_single_peak(&self.profile, x);
             // Scratches drift: a track within two columns counts.
-            let remembered = (x.saturating_sub(2)..=(x + 2).min(w - 1)).map(|i| self.track[i]).fold(0.0f32, f32::max);
+            let remembered = (x.saturating_sub(2)..=(x + 2).min(w - 1))
+                .map(|i| self.track[i])
+                .fold(0.0f32, f32::max);
             self.next_track[x] = if is_line { 1.0 } else { remembered * PERSISTENCE_DECAY };
             self.columns[x] = is_line && remembered > 0.3;
         }
@@ -134,7 +139,8 @@ impl ScratchRemover {
                     let (left, right) = (x0.saturating_sub(2), (x1 + 2).min(w - 1));
                     // Rows where the scratch has a gap are left as they are.
                     let sign = profile[x0..=x1].iter().sum::<f32>().signum();
-                    let here = (x0..=x1).map(|x| row[x] - 0.5 * (row[left] + row[right])).sum::<f32>() / (x1 - x0 + 1) as f32;
+                    let here =
+                        (x0..=x1).map(|x| row[x] - 0.5 * (row[left] + row[right])).sum::<f32>() / (x1 - x0 + 1) as f32;
                     if here * sign < threshold * 0.5 {
                         continue;
                     }
@@ -212,7 +218,9 @@ mod tests {
                 s ^= s << 13;
                 s ^= s >> 17;
                 s ^= s << 5;
-                let v = 0.45 + 0.15 * (x as f32 * 0.07).sin() * (y as f32 * 0.05).cos() + 0.04 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+                let v = 0.45
+                    + 0.15 * (x as f32 * 0.07).sin() * (y as f32 * 0.05).cos()
+                    + 0.04 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
                 p.set(x, y, v);
             }
         }
@@ -240,9 +248,18 @@ mod tests {
             let mut luma = scratched(&clean, column, 0.95);
             remover.process(&params, &mut luma, frame == 0);
             if frame > 0 {
-                assert!(remover.scratched_columns().any(|x| x == column), "frame {frame}: column {column} not found");
-                assert!(remover.scratched_columns().all(|x| x.abs_diff(column) <= 1), "frame {frame}: other columns flagged");
-                last_err = (0..90).map(|y| (luma.get(column, y) - clean.get(column, y)).abs()).sum::<f32>() / 90.0;
+                assert!(
+                    remover.scratched_columns().any(|x| x == column),
+                    "frame {frame}: column {column} not found"
+                );
+                assert!(
+                    remover.scratched_columns().all(|x| x.abs_diff(column) <= 1),
+                    "frame {frame}: other columns flagged"
+                );
+                last_err = (0..90)
+                    .map(|y| (luma.get(column, y) - clean.get(column, y)).abs())
+                    .sum::<f32>()
+                    / 90.0;
             }
         }
         assert!(last_err < 0.05, "scratch column still off by {last_err}");

@@ -150,7 +150,10 @@ impl<T: Send + 'static> Worker<T> {
     }
 
     fn recycle(&self, done: Done<T>) {
-        if let Done::Frame { output: Some(frame), .. } = done {
+        if let Done::Frame {
+            output: Some(frame), ..
+        } = done
+        {
             self.recycle_output(frame);
         }
     }
@@ -172,7 +175,11 @@ impl<T: Send + 'static> Worker<T> {
         }
     }
 
-    fn wait_for(&self, on_done: &mut dyn FnMut(Done<T>), is_marker: impl Fn(&Done<T>) -> bool) -> Result<(), WorkerGone> {
+    fn wait_for(
+        &self,
+        on_done: &mut dyn FnMut(Done<T>),
+        is_marker: impl Fn(&Done<T>) -> bool,
+    ) -> Result<(), WorkerGone> {
         loop {
             let done = self.done.recv().map_err(|_| WorkerGone)?;
             if is_marker(&done) {
@@ -298,7 +305,10 @@ mod tests {
         }
         worker.drain(params, &mut on_done).unwrap();
         drop(on_done);
-        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..200).collect::<Vec<_>>()
+        );
         assert!(seen.iter().all(|s| s.1), "every frame restored into an output frame");
     }
 

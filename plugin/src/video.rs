@@ -43,7 +43,11 @@ pub fn parse_caps(caps: &gst::Caps) -> Result<(gst_video::VideoInfo, PixelFormat
         format!(
             "pixel format {} is not supported; use one of {}",
             info.format().to_str(),
-            FORMATS.iter().map(|f| f.to_str().to_string()).collect::<Vec<_>>().join(", ")
+            FORMATS
+                .iter()
+                .map(|f| f.to_str().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
     if info.width() == 0 || info.height() == 0 {

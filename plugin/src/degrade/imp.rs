@@ -265,7 +265,8 @@ impl VideoFilterImpl for OldFilmDegrade {
             gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", message]);
             gst::FlowError::Error
         };
-        unpack_frame(state.format, inframe, &mut state.frame).map_err(|e| fail(format!("cannot read input frame: {e}")))?;
+        unpack_frame(state.format, inframe, &mut state.frame)
+            .map_err(|e| fail(format!("cannot read input frame: {e}")))?;
         state.degrader.set_params(settings.damage());
         let want_mask = settings.output == DegradeOutput::Mask;
         state
@@ -281,7 +282,8 @@ impl VideoFilterImpl for OldFilmDegrade {
         if state.format.has_alpha() {
             copy_packed_rows(inframe, outframe, 0);
         }
-        pack_frame(state.format, &state.frame, outframe).map_err(|e| fail(format!("cannot write output frame: {e}")))?;
+        pack_frame(state.format, &state.frame, outframe)
+            .map_err(|e| fail(format!("cannot write output frame: {e}")))?;
         Ok(gst::FlowSuccess::Ok)
     }
 }

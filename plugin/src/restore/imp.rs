@@ -12,10 +12,10 @@ use gst_video::prelude::*;
 use kernels::blotch::BlotchParams;
 use kernels::clean::CleanParams;
 use kernels::compare::CompareMode as KernelCompare;
-use kernels::grain::GrainParams;
-use kernels::scratch::ScratchParams;
 use kernels::deflicker::DeflickerParams;
+use kernels::grain::GrainParams;
 use kernels::restorer::{RestoreParams, Stage};
+use kernels::scratch::ScratchParams;
 use kernels::worker::{Done, Worker};
 use kernels::{PixelFormat, WorkFrame};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -37,7 +37,10 @@ pub enum CompareMode {
     #[default]
     #[enum_value(name = "None: the restored picture only", nick = "none")]
     None = 0,
-    #[enum_value(name = "Split: left half original, right half restored, a white divider", nick = "split")]
+    #[enum_value(
+        name = "Split: left half original, right half restored, a white divider",
+        nick = "split"
+    )]
     Split = 1,
     #[enum_value(
         name = "Side by side: original left, restored right (output is twice as wide)",
@@ -201,7 +204,8 @@ impl OldFilmRestore {
     /// Unpacks `input`, queues it on the worker and packs whatever the worker has finished.
     fn feed(&self, state: &mut State, settings: &Settings, input: gst::Buffer) -> Result<(), gst::FlowError> {
         let params = Self::params(settings, state.output.compare);
-        let discontinuity = input.flags().contains(gst::BufferFlags::DISCONT) || std::mem::take(&mut state.discont_pending);
+        let discontinuity =
+            input.flags().contains(gst::BufferFlags::DISCONT) || std::mem::take(&mut state.discont_pending);
         let State { worker, output, .. } = state;
         let element = self.obj();
         let mut frame = worker
@@ -231,7 +235,9 @@ impl OldFilmRestore {
         let params = Self::params(settings, state.output.compare);
         let State { worker, output, .. } = state;
         let mut on_done = |done| output.finish(done, worker, settings, &self.obj());
-        worker.drain(params, &mut on_done).map_err(|e| self.fail(e.to_string()))?;
+        worker
+            .drain(params, &mut on_done)
+            .map_err(|e| self.fail(e.to_string()))?;
         self.check_output_error(state)
     }
 
@@ -318,7 +324,13 @@ fn unpack_buffer(
 
 impl Output {
     /// Handles one message from the worker: packs a finished frame into a buffer for the outbox.
-    fn finish(&mut self, done: Done<FrameTag>, worker: &Worker<FrameTag>, settings: &Settings, element: &super::OldFilmRestore) {
+    fn finish(
+        &mut self,
+        done: Done<FrameTag>,
+        worker: &Worker<FrameTag>,
+        settings: &Settings,
+        element: &super::OldFilmRestore,
+    ) {
         let Done::Frame {
             output,
             restored,
@@ -364,7 +376,7 @@ impl Output {
             restored.correction,
             restored.blotch_pixels
         );
-        if settings.stats_interval > 0 && stats.frames_out % settings.stats_interval as u64 == 0 {
+        if settings.stats_interval > 0 && stats.frames_out.is_multiple_of(settings.stats_interval as u64) {
             let _ = element.post_message(self.stats_message(element, false));
         }
     }
@@ -417,7 +429,13 @@ impl Output {
 
     fn stats_message(&self, element: &super::OldFilmRestore, eos: bool) -> gst::Message {
         let s = &self.stats;
-        let per_frame = |total: f64| if s.frames_out > 0 { total / s.frames_out as f64 } else { 0.0 };
+        let per_frame = |total: f64| {
+            if s.frames_out > 0 {
+                total / s.frames_out as f64
+            } else {
+                0.0
+            }
+        };
         let mut structure = gst::Structure::builder("oldfilmrestore-stats")
             .field("frames-in", s.frames_in)
             .field("frames-out", s.frames_out)
@@ -692,7 +710,11 @@ impl BaseTransformImpl for OldFilmRestore {
             .map_err(|_| gst::loggable_error!(CAT, "output caps {} are not raw video", outcaps))?;
         // Frames held for the old caps go out first, still under the old caps.
         if self.drain_and_reset().is_err() {
-            gst::warning!(CAT, imp = self, "could not push every held frame before the caps change");
+            gst::warning!(
+                CAT,
+                imp = self,
+                "could not push every held frame before the caps change"
+            );
         }
         let compare = if out_info.width() == 2 * in_info.width() {
             KernelCompare::SideBySide
@@ -711,7 +733,13 @@ impl BaseTransformImpl for OldFilmRestore {
         } else {
             gst::ClockTime::ZERO
         };
-        gst::info!(CAT, imp = self, "configured {format:?} {}x{}, radius {radius}, latency {latency}", in_info.width(), in_info.height());
+        gst::info!(
+            CAT,
+            imp = self,
+            "configured {format:?} {}x{}, radius {radius}, latency {latency}",
+            in_info.width(),
+            in_info.height()
+        );
         let previous_latency = lock(&self.state).as_ref().map(|s| s.output.latency);
         *lock(&self.state) = Some(State {
             worker,
@@ -729,7 +757,9 @@ impl BaseTransformImpl for OldFilmRestore {
             discont_pending: false,
         });
         if previous_latency != Some(latency) {
-            let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
         }
         Ok(())
     }
@@ -745,7 +775,10 @@ impl BaseTransformImpl for OldFilmRestore {
                 if !BaseTransformImplExt::parent_query(self, direction, query) {
                     return false;
                 }
-                let ours = lock(&self.state).as_ref().map(|s| s.output.latency).unwrap_or(gst::ClockTime::ZERO);
+                let ours = lock(&self.state)
+                    .as_ref()
+                    .map(|s| s.output.latency)
+                    .unwrap_or(gst::ClockTime::ZERO);
                 if let gst::QueryViewMut::Latency(q) = query.view_mut() {
                     let (live, min, max) = q.result();
                     q.set(live, min + ours, max.map(|m| m + ours));
