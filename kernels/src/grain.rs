@@ -41,9 +41,39 @@ impl GrainFilter {
         if (self.temporal.width, self.temporal.height) != (luma.width, luma.height) {
             self.temporal = Plane::new(luma.width, luma.height);
         }
+        if let [a, b] = neighbours {
+            clip_spikes(luma, a, b, sigma, s);
+        }
         temporal_average(luma, neighbours, sigma, &mut self.temporal);
         spatial_pass(&self.temporal, sigma, s, luma);
     }
+}
+
+/// Largest one-frame deviation treated as grain; larger ones are left to the blotch stage,
+/// which checks whether they are real moving objects before touching them.
+const SPIKE_CAP: f32 = 0.12;
+
+/// Pulls one-frame grain spikes back toward the compensated neighbours where those agree with
+/// each other (a static or well-compensated area), like a motion-compensated median limited to
+/// small deviations. The temporal average alone cannot: it gives outliers no weight.
+fn clip_spikes(luma: &mut Plane, a: &Plane, b: &Plane, sigma: f32, strength: f32) {
+    let w = luma.width;
+    let margin = sigma * (2.0 - 1.5 * strength);
+    let agree = 3.0 * sigma + 0.02;
+    luma.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let (ra, rb) = (a.row(y), b.row(y));
+        for x in 0..w {
+            let (va, vb) = (ra[x], rb[x]);
+            if (va - vb).abs() > agree {
+                continue;
+            }
+            let (lo, hi) = (va.min(vb) - margin, va.max(vb) + margin);
+            let clipped = row[x].clamp(lo, hi);
+            if (row[x] - clipped).abs() < SPIKE_CAP {
+                row[x] = clipped;
+            }
+        }
+    });
 }
 
 /// A smooth, compactly supported stand-in for `exp(-x)` (x >= 0): `(1 - x/4)^4`, cheap enough
@@ -155,6 +185,17 @@ mod tests {
         assert!(after < 0.6 * before, "noise {before} -> {after}");
         // The edge between 0.3 and 0.7 stays sharp: pixels either side keep their level.
         assert!((c.get(15, 5) - 0.3).abs() < 0.05 && (c.get(16, 5) - 0.7).abs() < 0.05);
+    }
+
+    #[test]
+    fn one_frame_grain_spikes_are_pulled_in_but_a_bright_object_is_not() {
+        let flat = Plane::filled(16, 16, 0.5);
+        let mut c = flat.clone();
+        c.set(4, 4, 0.6); // a grain spike
+        c.set(10, 10, 0.95); // a small object seen in this frame only
+        GrainFilter::new().process(&GrainParams { strength: 0.5 }, &mut c, &[&flat, &flat], 0.01);
+        assert!((c.get(4, 4) - 0.5).abs() < 0.03, "spike left at {}", c.get(4, 4));
+        assert!(c.get(10, 10) > 0.85, "object damaged: {}", c.get(10, 10));
     }
 
     #[test]

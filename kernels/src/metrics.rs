@@ -1,261 +1,350 @@
-//! Scoring: PSNR, SSIM, temporal flicker, sharpness, error on damaged pixels, one-frame spikes.
-//! All on luma planes in [0, 1]; PSNR uses peak 1 (the same as 8-bit PSNR).
+//! Scores for restored luma, used by `oldfilm score`, the tests and the benchmarks.
+//!
+//! Everything works on luma [`Plane`]s in `[0, 1]`; PSNR uses a peak of 1.0, which gives the same
+//! number as 8-bit PSNR on the quantised frames. Sums are taken in `f64` in a fixed order, so
+//! scores are reproducible to the last bit.
 
 use crate::degrade::mask;
 use crate::frame::Plane;
 use rayon::prelude::*;
 use std::fmt;
 
-/// PSNR caps at this for identical planes, so means stay finite.
+/// [`psnr`] never exceeds this (identical planes score it), so that averages stay finite.
 pub const PSNR_CAP: f64 = 100.0;
 
-pub fn mse(a: &Plane, b: &Plane) -> f64 {
-    let sum: f64 = a
-        .data
-        .par_iter()
-        .zip(&b.data)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum();
-    sum / a.data.len().max(1) as f64
+/// Threshold [`ScoreAccumulator`] uses for [`spike_fraction`].
+pub const SPIKE_THRESHOLD: f32 = 0.08;
+
+/// How far a mask sample may be from `code / 255` and still count as that code.
+const MASK_TOLERANCE: f32 = 0.1;
+
+fn assert_same_size(a: &Plane, b: &Plane) {
+    assert_eq!((a.width, a.height), (b.width, b.height), "planes of different sizes");
 }
 
-/// PSNR in dB, capped at [`PSNR_CAP`].
+/// Mean squared difference; 0 for empty planes. Panics if the sizes differ.
+pub fn mse(a: &Plane, b: &Plane) -> f64 {
+    assert_same_size(a, b);
+    if a.data.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum();
+    sum / a.data.len() as f64
+}
+
+/// PSNR in dB with peak 1.0, capped at [`PSNR_CAP`] (which identical planes score).
 pub fn psnr(a: &Plane, b: &Plane) -> f64 {
-    let m = mse(a, b);
-    if m <= 0.0 {
+    let e = mse(a, b);
+    if e == 0.0 {
         PSNR_CAP
     } else {
-        (10.0 * (1.0 / m).log10()).min(PSNR_CAP)
+        (-10.0 * e.log10()).min(PSNR_CAP)
     }
 }
 
+/// Mean sample value; 0 for an empty plane.
 pub fn mean(p: &Plane) -> f64 {
-    p.data.par_iter().map(|&v| v as f64).sum::<f64>() / p.data.len().max(1) as f64
+    if p.data.is_empty() {
+        return 0.0;
+    }
+    p.data.iter().map(|&v| v as f64).sum::<f64>() / p.data.len() as f64
 }
 
-/// Gaussian-weighted SSIM (Wang et al. 2004): 11x11 window, sigma 1.5, clamped borders.
-pub fn ssim(a: &Plane, b: &Plane) -> f64 {
-    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
-    let kernel = gaussian_kernel(1.5, 5);
-    let blur = |f: &(dyn Fn(usize) -> f32 + Sync)| separable(a.width, a.height, f, &kernel);
-    let mu_a = blur(&|i| a.data[i]);
-    let mu_b = blur(&|i| b.data[i]);
-    let aa = blur(&|i| a.data[i] * a.data[i]);
-    let bb = blur(&|i| b.data[i] * b.data[i]);
-    let ab = blur(&|i| a.data[i] * b.data[i]);
-    let total: f64 = (0..a.data.len())
-        .into_par_iter()
-        .map(|i| {
-            let (ma, mb) = (mu_a[i] as f64, mu_b[i] as f64);
-            let va = aa[i] as f64 - ma * ma;
-            let vb = bb[i] as f64 - mb * mb;
-            let cov = ab[i] as f64 - ma * mb;
-            ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
-        })
-        .sum();
-    total / a.data.len().max(1) as f64
+// ---------------------------------------------------------------------------------------------
+// SSIM
+
+const SSIM_RADIUS: usize = 5;
+const SSIM_TAPS: usize = 2 * SSIM_RADIUS + 1;
+const SSIM_SIGMA: f32 = 1.5;
+const C1: f64 = 0.01 * 0.01;
+const C2: f64 = 0.03 * 0.03;
+
+/// Windowed local sums of a, b, a², b² and ab.
+type Moments = [f32; 5];
+
+fn ssim_kernel() -> [f32; SSIM_TAPS] {
+    let mut k = [0.0f32; SSIM_TAPS];
+    for (i, t) in k.iter_mut().enumerate() {
+        let d = i as f32 - SSIM_RADIUS as f32;
+        *t = (-d * d / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp();
+    }
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|t| *t /= sum);
+    k
 }
 
-fn gaussian_kernel(sigma: f32, radius: usize) -> Vec<f32> {
-    let k: Vec<f32> = (0..=2 * radius)
-        .map(|i| {
-            let d = i as f32 - radius as f32;
-            (-d * d / (2.0 * sigma * sigma)).exp()
-        })
-        .collect();
-    let total: f32 = k.iter().sum();
-    k.into_iter().map(|v| v / total).collect()
+/// The taps of the window at `x` that fall inside `0..n`, as `(first source index, taps)`.
+/// Windows cut by the border are renormalised, which makes SSIM defined for any size.
+fn window(k: &[f32; SSIM_TAPS], x: usize, n: usize) -> (usize, &[f32], f32) {
+    let lo = SSIM_RADIUS.saturating_sub(x);
+    let hi = SSIM_TAPS.min(n + SSIM_RADIUS - x);
+    let taps = &k[lo..hi];
+    (x + lo - SSIM_RADIUS, taps, taps.iter().sum())
 }
 
-fn separable(w: usize, h: usize, f: &(dyn Fn(usize) -> f32 + Sync), kernel: &[f32]) -> Vec<f32> {
-    let r = (kernel.len() / 2) as isize;
-    let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
-    let mut tmp = vec![0.0f32; w * h];
-    tmp.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, out) in row.iter_mut().enumerate() {
-            *out = kernel
-                .iter()
-                .enumerate()
-                .map(|(i, k)| k * f(y * w + clamp(x as isize + i as isize - r, w)))
-                .sum();
-        }
-    });
-    let mut out = vec![0.0f32; w * h];
+fn horizontal_moments(a: &Plane, b: &Plane, k: &[f32; SSIM_TAPS]) -> Vec<Moments> {
+    let w = a.width;
+    let mut out = vec![[0.0f32; 5]; a.data.len()];
     out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, o) in row.iter_mut().enumerate() {
-            *o = kernel
-                .iter()
-                .enumerate()
-                .map(|(i, k)| k * tmp[clamp(y as isize + i as isize - r, h) * w + x])
-                .sum();
+        let (ra, rb) = (a.row(y), b.row(y));
+        for (x, m) in row.iter_mut().enumerate() {
+            let (start, taps, norm) = window(k, x, w);
+            let mut acc = [0.0f32; 5];
+            for (&t, (&va, &vb)) in taps.iter().zip(ra[start..].iter().zip(&rb[start..])) {
+                acc[0] += t * va;
+                acc[1] += t * vb;
+                acc[2] += t * va * va;
+                acc[3] += t * vb * vb;
+                acc[4] += t * va * vb;
+            }
+            *m = acc.map(|v| v / norm);
         }
     });
     out
 }
 
-/// High-frequency energy: mean squared Laplacian.
+fn ssim_at(m: &[f64; 5]) -> f64 {
+    let (ma, mb) = (m[0], m[1]);
+    let (vaa, vbb, vab) = (m[2] - ma * ma, m[3] - mb * mb, m[4] - ma * mb);
+    ((2.0 * ma * mb + C1) * (2.0 * vab + C2)) / ((ma * ma + mb * mb + C1) * (vaa + vbb + C2))
+}
+
+/// Sum of the SSIM map over columns `cols` of row `y`.
+fn ssim_row_sum(
+    h: &[Moments],
+    w: usize,
+    rows: usize,
+    y: usize,
+    cols: std::ops::Range<usize>,
+    k: &[f32; SSIM_TAPS],
+) -> f64 {
+    let (start, taps, norm) = window(k, y, rows);
+    cols.map(|x| {
+        let mut acc = [0.0f64; 5];
+        for (i, &t) in taps.iter().enumerate() {
+            let src = &h[(start + i) * w + x];
+            acc.iter_mut().zip(src).for_each(|(a, &s)| *a += (t * s) as f64);
+        }
+        ssim_at(&acc.map(|v| v / norm as f64))
+    })
+    .sum()
+}
+
+/// Mean SSIM (Wang et al. 2004): 11x11 Gaussian window with sigma 1.5, C1 = 0.01², C2 = 0.03²
+/// for a peak of 1, computed separably.
+///
+/// As in the reference implementation, the mean is over the pixels whose whole window lies
+/// inside the image. Images smaller than the window average over every pixel instead, with
+/// windows cut at the border and renormalised, so even a 1x1 image has a score (1.0 when equal).
+/// Empty planes score 1.0. Panics if the sizes differ.
+pub fn ssim(a: &Plane, b: &Plane) -> f64 {
+    assert_same_size(a, b);
+    let (w, h) = (a.width, a.height);
+    if a.data.is_empty() {
+        return 1.0;
+    }
+    let k = ssim_kernel();
+    let moments = horizontal_moments(a, b, &k);
+    let valid = |n: usize| {
+        if n >= SSIM_TAPS {
+            SSIM_RADIUS..n - SSIM_RADIUS
+        } else {
+            0..n
+        }
+    };
+    let (xs, ys) = if w >= SSIM_TAPS && h >= SSIM_TAPS {
+        (valid(w), valid(h))
+    } else {
+        (0..w, 0..h)
+    };
+    let count = xs.len() * ys.len();
+    let rows: Vec<f64> = ys
+        .into_par_iter()
+        .map(|y| ssim_row_sum(&moments, w, h, y, xs.clone(), &k))
+        .collect();
+    rows.iter().sum::<f64>() / count as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharpness, masks, spikes
+
+/// High-frequency energy: mean squared response of the 4-neighbour Laplacian (replicated
+/// borders). Compare as `sharpness(out) / sharpness(reference)`, the "sharpness kept".
 pub fn sharpness(p: &Plane) -> f64 {
-    let (w, h) = (p.width, p.height);
-    if w < 3 || h < 3 {
+    if p.data.is_empty() {
         return 0.0;
     }
-    let sum: f64 = (1..h - 1)
+    let (w, h) = (p.width as isize, p.height as isize);
+    let rows: Vec<f64> = (0..h)
         .into_par_iter()
         .map(|y| {
-            (1..w - 1)
+            (0..w)
                 .map(|x| {
-                    let l = 4.0 * p.get(x, y) - p.get(x - 1, y) - p.get(x + 1, y) - p.get(x, y - 1) - p.get(x, y + 1);
-                    (l as f64).powi(2)
+                    let c = p.get_clamped(x, y);
+                    let around = p.get_clamped(x - 1, y)
+                        + p.get_clamped(x + 1, y)
+                        + p.get_clamped(x, y - 1)
+                        + p.get_clamped(x, y + 1);
+                    ((4.0 * c - around) as f64).powi(2)
                 })
-                .sum::<f64>()
+                .sum()
         })
-        .sum();
-    sum / ((w - 2) * (h - 2)) as f64
+        .collect();
+    rows.iter().sum::<f64>() / p.data.len() as f64
 }
 
-/// Whether a mask sample holds `code` (mask planes carry `code / 255`).
+/// Whether a mask sample holds `code`.
 #[inline]
-fn has_code(v: f32, code: u8) -> bool {
-    (v * 255.0 - code as f32).abs() < 26.0
+fn has_code(m: f32, code: u8) -> bool {
+    (m - mask::value(code)).abs() < MASK_TOLERANCE
 }
 
-/// Sum of absolute errors and pixel count where `mask` holds `code`.
+/// Sum of `|a - b|` over the pixels whose mask holds `code` (see [`mask`]), and their count.
+/// Panics if the sizes differ.
 pub fn masked_mae(a: &Plane, b: &Plane, mask: &Plane, code: u8) -> (f64, usize) {
-    a.data
+    assert_same_size(a, b);
+    assert_same_size(a, mask);
+    let hits = a
+        .data
         .iter()
         .zip(&b.data)
         .zip(&mask.data)
-        .filter(|(_, &m)| has_code(m, code))
-        .fold((0.0, 0), |(s, n), ((x, y), _)| (s + (x - y).abs() as f64, n + 1))
+        .filter(|(_, &m)| has_code(m, code));
+    hits.fold((0.0, 0), |(sum, n), ((&x, &y), _)| (sum + (x - y).abs() as f64, n + 1))
 }
 
-/// Fraction of pixels of `cur` that differ from both `prev` and `next` in the same direction by
-/// more than `threshold`: one-frame spikes, a no-reference measure of dust left behind.
+/// Fraction of pixels where `cur` differs from both `prev` and `next` by more than `threshold`
+/// in the same direction: one-frame spikes, a no-reference measure of blotches left behind.
+/// Panics if the sizes differ.
 pub fn spike_fraction(prev: &Plane, cur: &Plane, next: &Plane, threshold: f32) -> f64 {
-    let count = cur
+    assert_same_size(prev, cur);
+    assert_same_size(cur, next);
+    if cur.data.is_empty() {
+        return 0.0;
+    }
+    let spikes = prev
         .data
-        .par_iter()
-        .zip(&prev.data)
+        .iter()
+        .zip(&cur.data)
         .zip(&next.data)
-        .filter(|((c, p), n)| {
-            let (a, b) = (**c - **p, **c - **n);
-            a * b > 0.0 && a.abs().min(b.abs()) > threshold
-        })
+        .filter(|((&p, &c), &n)| (c - p > threshold && c - n > threshold) || (p - c > threshold && n - c > threshold))
         .count();
-    count as f64 / cur.data.len().max(1) as f64
+    spikes as f64 / cur.data.len() as f64
 }
 
-/// Threshold for [`spike_fraction`] in reports (about 20/255).
-pub const SPIKE_THRESHOLD: f32 = 0.08;
+// ---------------------------------------------------------------------------------------------
+// Accumulation over a clip
 
-/// Scores averaged over a clip, with `None` where the needed inputs were not given.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ScoreReport {
-    pub frames: usize,
-    pub psnr_y: Option<f64>,
-    pub ssim: Option<f64>,
-    pub psnr_input: Option<f64>,
-    pub ssim_input: Option<f64>,
-    /// Mean |mean_t - mean_{t-1}| of the output, in 8-bit levels.
-    pub flicker: Option<f64>,
-    pub flicker_input: Option<f64>,
-    /// Mean frame-to-frame change of (output mean - reference mean), in 8-bit levels.
-    pub flicker_vs_ref: Option<f64>,
-    pub sharpness_kept: Option<f64>,
-    pub blotch_error_ratio: Option<f64>,
-    pub scratch_error_ratio: Option<f64>,
-    pub spike_rate: Option<f64>,
-}
-
-impl ScoreReport {
-    pub fn to_json(&self) -> String {
-        let field = |name: &str, v: Option<f64>| match v {
-            Some(v) if v.is_finite() => format!("\"{name}\": {v:.6}"),
-            _ => format!("\"{name}\": null"),
-        };
-        let fields = [
-            format!("\"frames\": {}", self.frames),
-            field("psnr_y", self.psnr_y),
-            field("ssim", self.ssim),
-            field("psnr_input", self.psnr_input),
-            field("ssim_input", self.ssim_input),
-            field("flicker", self.flicker),
-            field("flicker_input", self.flicker_input),
-            field("flicker_vs_ref", self.flicker_vs_ref),
-            field("sharpness_kept", self.sharpness_kept),
-            field("blotch_error_ratio", self.blotch_error_ratio),
-            field("scratch_error_ratio", self.scratch_error_ratio),
-            field("spike_rate", self.spike_rate),
-        ];
-        format!("{{{}}}", fields.join(", "))
-    }
-}
-
-impl fmt::Display for ScoreReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
-        writeln!(f, "frames scored            {}", self.frames)?;
-        writeln!(
-            f,
-            "PSNR-Y (dB)              {}   (input {})",
-            show(self.psnr_y, 2),
-            show(self.psnr_input, 2)
-        )?;
-        writeln!(
-            f,
-            "SSIM                     {}   (input {})",
-            show(self.ssim, 4),
-            show(self.ssim_input, 4)
-        )?;
-        writeln!(
-            f,
-            "flicker (8-bit levels)   {}   (input {})",
-            show(self.flicker, 3),
-            show(self.flicker_input, 3)
-        )?;
-        writeln!(f, "flicker vs reference     {}", show(self.flicker_vs_ref, 3))?;
-        writeln!(f, "sharpness kept           {}", show(self.sharpness_kept, 3))?;
-        writeln!(f, "blotch error / input     {}", show(self.blotch_error_ratio, 3))?;
-        writeln!(f, "scratch error / input    {}", show(self.scratch_error_ratio, 3))?;
-        write!(f, "one-frame spike rate     {}", show(self.spike_rate, 5))
-    }
-}
-
-/// Accumulates scores frame by frame.
-#[derive(Default)]
-pub struct ScoreAccumulator {
-    frames: usize,
-    psnr: Sum,
-    ssim: Sum,
-    psnr_input: Sum,
-    ssim_input: Sum,
-    flicker: Sum,
-    flicker_input: Sum,
-    flicker_vs_ref: Sum,
-    sharpness: Sum,
-    blotch: (f64, f64),
-    scratch: (f64, f64),
-    spikes: Sum,
-    last_means: Option<(f64, Option<f64>, Option<f64>)>,
-    /// The two previous output frames, for the spike measure.
-    history: [Plane; 2],
-}
-
-#[derive(Default, Clone, Copy)]
-struct Sum {
-    total: f64,
+/// A running mean that knows whether it saw anything.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mean {
+    sum: f64,
     n: usize,
 }
 
-impl Sum {
-    fn add(&mut self, v: f64) {
-        self.total += v;
+impl Mean {
+    fn push(&mut self, v: f64) {
+        self.sum += v;
         self.n += 1;
     }
 
-    fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.total / self.n as f64)
+    fn value(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
     }
+}
+
+/// Mean absolute change of a per-frame quantity between consecutive frames (×255), for flicker.
+#[derive(Clone, Copy, Debug, Default)]
+struct Steadiness {
+    last: Option<f64>,
+    steps: Mean,
+}
+
+impl Steadiness {
+    /// `None` breaks the chain: the next value starts a new run.
+    fn push(&mut self, v: Option<f64>) {
+        if let (Some(last), Some(v)) = (self.last, v) {
+            self.steps.push((v - last).abs() * 255.0);
+        }
+        self.last = v;
+    }
+}
+
+/// The last two frames of a stream, kept in preallocated copies, for three-frame measures.
+#[derive(Clone, Debug, Default)]
+struct History {
+    older: Option<Plane>,
+    old: Option<Plane>,
+    spikes: Mean,
+}
+
+impl History {
+    /// Scores the spike rate of the previous frame now that its successor `next` is known, then
+    /// remembers `next`. `None` (no frame of this kind this time) breaks the chain.
+    fn push(&mut self, next: Option<&Plane>) {
+        let Some(next) = next else {
+            self.older = None;
+            self.old = None;
+            return;
+        };
+        if let (Some(prev), Some(cur)) = (&self.older, &self.old) {
+            if same_size(prev, next) {
+                self.spikes.push(spike_fraction(prev, cur, next, SPIKE_THRESHOLD));
+            }
+        }
+        std::mem::swap(&mut self.older, &mut self.old);
+        match &mut self.old {
+            Some(p) if same_size(p, next) => p.copy_from(next),
+            slot => *slot = Some(next.clone()),
+        }
+    }
+}
+
+fn same_size(a: &Plane, b: &Plane) -> bool {
+    (a.width, a.height) == (b.width, b.height)
+}
+
+/// Error on masked pixels of the output and of the input, against the reference.
+#[derive(Clone, Copy, Debug, Default)]
+struct MaskedError {
+    out: f64,
+    input: f64,
+    seen: bool,
+}
+
+impl MaskedError {
+    fn push(&mut self, out: &Plane, input: &Plane, reference: &Plane, mask: &Plane, code: u8) {
+        self.out += masked_mae(out, reference, mask, code).0;
+        self.input += masked_mae(input, reference, mask, code).0;
+        self.seen = true;
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        (self.seen && self.input > 0.0).then(|| self.out / self.input)
+    }
+}
+
+/// Collects scores frame by frame; [`ScoreAccumulator::report`] summarises them.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreAccumulator {
+    frames: usize,
+    psnr: Mean,
+    ssim: Mean,
+    psnr_input: Mean,
+    ssim_input: Mean,
+    flicker: Steadiness,
+    flicker_input: Steadiness,
+    flicker_vs_ref: Steadiness,
+    sharpness_kept: Mean,
+    blotch: MaskedError,
+    scratch: MaskedError,
+    out_history: History,
+    input_history: History,
 }
 
 impl ScoreAccumulator {
@@ -263,184 +352,380 @@ impl ScoreAccumulator {
         Self::default()
     }
 
+    /// Adds the next frame of the clip. `reference` is the clean original, `input` the damaged
+    /// frame the restorer saw and `mask` its damage mask (see [`mask`]); each is optional, and
+    /// the measures that need a missing one skip this frame. Panics if sizes differ.
     pub fn push(&mut self, out: &Plane, reference: Option<&Plane>, input: Option<&Plane>, mask: Option<&Plane>) {
-        let m_out = mean(out);
-        let m_ref = reference.map(mean);
-        let m_in = input.map(mean);
-        if let Some((p_out, p_ref, p_in)) = self.last_means {
-            self.flicker.add((m_out - p_out).abs() * 255.0);
-            if let (Some(a), Some(b)) = (m_in, p_in) {
-                self.flicker_input.add((a - b).abs() * 255.0);
-            }
-            if let (Some(r), Some(pr)) = (m_ref, p_ref) {
-                self.flicker_vs_ref.add(((m_out - r) - (p_out - pr)).abs() * 255.0);
-            }
-        }
-        self.last_means = Some((m_out, m_ref, m_in));
-        if let Some(r) = reference {
-            self.psnr.add(psnr(out, r));
-            self.ssim.add(ssim(out, r));
-            let sr = sharpness(r);
-            if sr > 0.0 {
-                self.sharpness.add(sharpness(out) / sr);
-            }
-            if let Some(i) = input {
-                self.psnr_input.add(psnr(i, r));
-                self.ssim_input.add(ssim(i, r));
-                if let Some(m) = mask {
-                    let (eo, _) = masked_mae(out, r, m, mask::BLOTCH);
-                    let (ei, _) = masked_mae(i, r, m, mask::BLOTCH);
-                    self.blotch.0 += eo;
-                    self.blotch.1 += ei;
-                    let (eo, _) = masked_mae(out, r, m, mask::SCRATCH);
-                    let (ei, _) = masked_mae(i, r, m, mask::SCRATCH);
-                    self.scratch.0 += eo;
-                    self.scratch.1 += ei;
-                }
-            }
-        }
-        if self.frames >= 2 && self.history[0].data.len() == out.data.len() {
-            // history[0] is t-2, history[1] is t-1: score t-1 as the middle frame.
-            self.spikes
-                .add(spike_fraction(&self.history[0], &self.history[1], out, SPIKE_THRESHOLD));
-        }
-        self.history.swap(0, 1);
-        if (self.history[1].width, self.history[1].height) != (out.width, out.height) {
-            self.history[1] = out.clone();
-        } else {
-            self.history[1].copy_from(out);
-        }
         self.frames += 1;
+        let m_out = mean(out);
+        self.flicker.push(Some(m_out));
+        self.flicker_input.push(input.map(mean));
+        self.flicker_vs_ref.push(reference.map(|r| m_out - mean(r)));
+        self.out_history.push(Some(out));
+        self.input_history.push(input);
+        if let Some(r) = reference {
+            self.push_reference(out, r, input, mask);
+        }
+    }
+
+    fn push_reference(&mut self, out: &Plane, r: &Plane, input: Option<&Plane>, mask: Option<&Plane>) {
+        self.psnr.push(psnr(out, r));
+        self.ssim.push(ssim(out, r));
+        let sharp_ref = sharpness(r);
+        if sharp_ref > 0.0 {
+            self.sharpness_kept.push(sharpness(out) / sharp_ref);
+        }
+        let Some(input) = input else { return };
+        self.psnr_input.push(psnr(input, r));
+        self.ssim_input.push(ssim(input, r));
+        if let Some(m) = mask {
+            self.blotch.push(out, input, r, m, mask::BLOTCH);
+            self.scratch.push(out, input, r, m, mask::SCRATCH);
+        }
     }
 
     pub fn report(&self) -> ScoreReport {
-        let ratio = |(o, i): (f64, f64)| (i > 0.0).then(|| o / i);
         ScoreReport {
             frames: self.frames,
-            psnr_y: self.psnr.mean(),
-            ssim: self.ssim.mean(),
-            psnr_input: self.psnr_input.mean(),
-            ssim_input: self.ssim_input.mean(),
-            flicker: self.flicker.mean(),
-            flicker_input: self.flicker_input.mean(),
-            flicker_vs_ref: self.flicker_vs_ref.mean(),
-            sharpness_kept: self.sharpness.mean(),
-            blotch_error_ratio: ratio(self.blotch),
-            scratch_error_ratio: ratio(self.scratch),
-            spike_rate: self.spikes.mean(),
+            psnr_y: self.psnr.value(),
+            ssim: self.ssim.value(),
+            psnr_input: self.psnr_input.value(),
+            ssim_input: self.ssim_input.value(),
+            flicker: self.flicker.steps.value(),
+            flicker_input: self.flicker_input.steps.value(),
+            flicker_vs_ref: self.flicker_vs_ref.steps.value(),
+            sharpness_kept: self.sharpness_kept.value(),
+            blotch_error_ratio: self.blotch.ratio(),
+            scratch_error_ratio: self.scratch.ratio(),
+            spike_rate: self.out_history.spikes.value(),
+            spike_rate_input: self.input_history.spikes.value(),
         }
+    }
+}
+
+/// Summary of a clip. `None` where the inputs a measure needs were never given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreReport {
+    pub frames: usize,
+    /// Mean per-frame PSNR of the output against the reference, each capped at [`PSNR_CAP`].
+    pub psnr_y: Option<f64>,
+    pub ssim: Option<f64>,
+    /// The same for the damaged input, to show the improvement.
+    pub psnr_input: Option<f64>,
+    pub ssim_input: Option<f64>,
+    /// Mean |mean_t − mean_{t−1}| × 255 of the output (no reference needed).
+    pub flicker: Option<f64>,
+    pub flicker_input: Option<f64>,
+    /// Mean frame-to-frame change of (mean_out − mean_ref) × 255: flicker the restorer added or
+    /// left, with the reference's own brightness changes taken out.
+    pub flicker_vs_ref: Option<f64>,
+    /// Mean of sharpness(out) / sharpness(ref) over frames whose reference is not flat.
+    pub sharpness_kept: Option<f64>,
+    /// Absolute error on blotch pixels of the output over that of the input (0 = all repaired,
+    /// 1 = untouched).
+    pub blotch_error_ratio: Option<f64>,
+    pub scratch_error_ratio: Option<f64>,
+    /// Mean fraction of one-frame spike pixels ([`spike_fraction`] at [`SPIKE_THRESHOLD`]).
+    pub spike_rate: Option<f64>,
+    pub spike_rate_input: Option<f64>,
+}
+
+fn json_number(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v}"),
+        _ => "null".to_string(),
+    }
+}
+
+impl ScoreReport {
+    fn fields(&self) -> [(&'static str, Option<f64>); 12] {
+        [
+            ("psnr_y", self.psnr_y),
+            ("ssim", self.ssim),
+            ("psnr_input", self.psnr_input),
+            ("ssim_input", self.ssim_input),
+            ("flicker", self.flicker),
+            ("flicker_input", self.flicker_input),
+            ("flicker_vs_ref", self.flicker_vs_ref),
+            ("sharpness_kept", self.sharpness_kept),
+            ("blotch_error_ratio", self.blotch_error_ratio),
+            ("scratch_error_ratio", self.scratch_error_ratio),
+            ("spike_rate", self.spike_rate),
+            ("spike_rate_input", self.spike_rate_input),
+        ]
+    }
+
+    /// One JSON object on one line, `"name": value` separated by `", "` (scripts and tests
+    /// read it as such); missing (and non-finite) values are `null`.
+    pub fn to_json(&self) -> String {
+        let fields = self.fields().map(|(k, v)| format!("\"{k}\": {}", json_number(v)));
+        let frames = format!("\"frames\": {}", self.frames);
+        format!("{{{frames}, {}}}", fields.join(", "))
+    }
+}
+
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+impl fmt::Display for ScoreReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows: [(&str, Option<f64>, Option<f64>, usize); 6] = [
+            ("PSNR Y (dB)", self.psnr_y, self.psnr_input, 2),
+            ("SSIM", self.ssim, self.ssim_input, 4),
+            ("flicker (/255)", self.flicker, self.flicker_input, 3),
+            ("flicker vs ref (/255)", self.flicker_vs_ref, None, 3),
+            ("sharpness kept", self.sharpness_kept, None, 3),
+            ("spike rate", self.spike_rate, self.spike_rate_input, 5),
+        ];
+        writeln!(f, "{:<24}{:>12}{:>12}", "metric", "output", "input")?;
+        writeln!(f, "{:<24}{:>12}", "frames", self.frames)?;
+        for (name, out, input, d) in rows {
+            writeln!(f, "{name:<24}{:>12}{:>12}", cell(out, d), cell(input, d))?;
+        }
+        writeln!(
+            f,
+            "{:<24}{:>12}",
+            "blotch error ratio",
+            cell(self.blotch_error_ratio, 3)
+        )?;
+        write!(
+            f,
+            "{:<24}{:>12}",
+            "scratch error ratio",
+            cell(self.scratch_error_ratio, 3)
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
-    fn pattern(w: usize, h: usize) -> Plane {
+    fn textured(w: usize, h: usize) -> Plane {
         let mut p = Plane::new(w, h);
         for y in 0..h {
             for x in 0..w {
-                p.set(x, y, 0.2 + 0.6 * (((x * 7 + y * 13) % 23) as f32 / 23.0));
+                p.set(x, y, 0.5 + 0.3 * ((x as f32 * 0.3).sin() * (y as f32 * 0.2).cos()));
             }
         }
         p
     }
 
-    fn noisy(p: &Plane, amount: f32) -> Plane {
-        let mut q = p.clone();
-        let mut r = crate::rng::Rng::new(9);
-        for v in q.data.iter_mut() {
-            *v += amount * r.normal();
-        }
-        q
+    fn noisy(p: &Plane, sigma: f32, seed: u64) -> Plane {
+        let mut rng = Rng::new(seed);
+        let mut out = p.clone();
+        out.data
+            .iter_mut()
+            .for_each(|v| *v = (*v + sigma * rng.normal()).clamp(0.0, 1.0));
+        out
+    }
+
+    fn offset(p: &Plane, d: f32) -> Plane {
+        let mut out = p.clone();
+        out.data.iter_mut().for_each(|v| *v += d);
+        out
     }
 
     #[test]
-    fn psnr_of_known_offset_and_identical() {
-        let a = pattern(32, 32);
-        let mut b = a.clone();
-        b.data.iter_mut().for_each(|v| *v += 0.1);
-        assert!((psnr(&a, &b) - 20.0).abs() < 1e-3);
-        assert_eq!(psnr(&a, &a), PSNR_CAP);
+    fn psnr_of_identical_is_the_cap_and_averages_stay_finite() {
+        let p = textured(20, 10);
+        assert_eq!(psnr(&p, &p), PSNR_CAP);
+        assert_eq!(psnr(&p, &offset(&p, 2e-6)), PSNR_CAP);
+        let mut acc = ScoreAccumulator::new();
+        acc.push(&p, Some(&p), None, None);
+        assert_eq!(acc.report().psnr_y, Some(PSNR_CAP));
+    }
+
+    #[test]
+    fn psnr_of_constant_offset_is_known() {
+        let a = Plane::filled(16, 9, 0.25);
+        assert!((psnr(&a, &offset(&a, 0.1)) - 20.0).abs() < 1e-4);
+        assert!((psnr(&a, &offset(&a, 0.01)) - 40.0).abs() < 1e-3);
     }
 
     #[test]
     fn ssim_is_one_for_identical_and_falls_with_noise() {
-        let a = pattern(48, 40);
-        assert!((ssim(&a, &a) - 1.0).abs() < 1e-9);
-        let (s1, s2) = (ssim(&a, &noisy(&a, 0.02)), ssim(&a, &noisy(&a, 0.1)));
-        assert!(s1 < 1.0 && s2 < s1, "{s1} {s2}");
-        let tiny = Plane::filled(1, 1, 0.5);
-        assert!((ssim(&tiny, &tiny) - 1.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn flicker_measures_alternating_brightness() {
-        let mut acc = ScoreAccumulator::new();
-        let mut steady = ScoreAccumulator::new();
-        for t in 0..6 {
-            acc.push(
-                &Plane::filled(8, 8, if t % 2 == 0 { 0.4 } else { 0.5 }),
-                None,
-                None,
-                None,
-            );
-            steady.push(&Plane::filled(8, 8, 0.4), None, None, None);
+        for &(w, h) in &[(1, 1), (3, 5), (10, 30), (64, 48)] {
+            let p = textured(w, h);
+            assert!((ssim(&p, &p) - 1.0).abs() < 1e-9, "{w}x{h}");
         }
-        assert!((acc.report().flicker.unwrap() - 25.5).abs() < 1e-3);
-        assert_eq!(steady.report().flicker, Some(0.0));
+        let p = textured(64, 48);
+        let scores: Vec<f64> = [0.01, 0.03, 0.1, 0.3]
+            .iter()
+            .map(|&s| ssim(&p, &noisy(&p, s, 1)))
+            .collect();
+        assert!(scores[0] < 1.0);
+        assert!(scores.windows(2).all(|w| w[1] < w[0]), "{scores:?}");
+        assert!(scores[3] < 0.5, "{scores:?}");
     }
 
     #[test]
-    fn masked_ratio_compares_output_and_input_errors() {
-        let reference = Plane::filled(4, 1, 0.5);
-        let input = Plane {
-            width: 4,
-            height: 1,
-            data: vec![0.0, 0.5, 0.5, 0.5],
-        };
-        let output = Plane {
-            width: 4,
-            height: 1,
-            data: vec![0.4, 0.5, 0.5, 0.9],
-        };
-        let m = Plane {
-            width: 4,
-            height: 1,
-            data: vec![1.0, 0.0, 0.0, 0.0],
-        };
-        let mut acc = ScoreAccumulator::new();
-        acc.push(&output, Some(&reference), Some(&input), Some(&m));
-        assert!((acc.report().blotch_error_ratio.unwrap() - 0.2).abs() < 1e-6);
-        assert_eq!(acc.report().scratch_error_ratio, None);
-    }
-
-    #[test]
-    fn spikes_are_found_but_static_squares_are_not() {
-        let base = pattern(20, 20);
-        let mut spiked = base.clone();
-        spiked.set(5, 5, 1.0);
-        spiked.set(6, 5, 1.0);
-        assert!(spike_fraction(&base, &spiked, &base, SPIKE_THRESHOLD) > 0.004);
-        let mut square = base.clone();
-        for y in 2..6 {
-            for x in 2..6 {
-                square.set(x, y, 1.0);
+    fn ssim_matches_a_direct_2d_window_in_the_interior() {
+        // SSIM of a single 11x11 image is the single full window at its centre.
+        let a = textured(11, 11);
+        let b = noisy(&a, 0.05, 2);
+        let k = ssim_kernel();
+        let mut m = [0.0f64; 5];
+        for y in 0..11 {
+            for x in 0..11 {
+                let wgt = (k[x] * k[y]) as f64;
+                let (va, vb) = (a.get(x, y) as f64, b.get(x, y) as f64);
+                for (acc, v) in m.iter_mut().zip([va, vb, va * va, vb * vb, va * vb]) {
+                    *acc += wgt * v;
+                }
             }
         }
-        assert_eq!(spike_fraction(&square, &square, &square, SPIKE_THRESHOLD), 0.0);
+        assert!((ssim(&a, &b) - ssim_at(&m)).abs() < 1e-5);
     }
 
     #[test]
-    fn json_has_every_field_and_nulls() {
-        let json = ScoreReport {
-            frames: 3,
-            psnr_y: Some(30.0),
-            ..Default::default()
+    fn ssim_ignores_brightness_more_than_noise() {
+        let p = textured(40, 40);
+        assert!(ssim(&p, &offset(&p, 0.05)) > ssim(&p, &noisy(&p, 0.05, 3)));
+    }
+
+    #[test]
+    fn mean_and_sharpness() {
+        assert!((mean(&Plane::filled(3, 3, 0.4)) - 0.4).abs() < 1e-7);
+        assert_eq!(sharpness(&Plane::filled(5, 5, 0.7)), 0.0);
+        let sharp = noisy(&Plane::filled(32, 32, 0.5), 0.1, 4);
+        let mut soft = sharp.clone();
+        for y in 0..32 {
+            for x in 0..32 {
+                let s: f32 = (0..3)
+                    .flat_map(|dy| (0..3).map(move |dx| (dx, dy)))
+                    .map(|(dx, dy)| sharp.get_clamped(x + dx - 1, y + dy - 1))
+                    .sum();
+                soft.set(x as usize, y as usize, s / 9.0);
+            }
         }
-        .to_json();
-        assert!(
-            json.contains("\"frames\": 3") && json.contains("\"psnr_y\": 30.000000") && json.contains("\"ssim\": null")
+        assert!(sharpness(&soft) < 0.3 * sharpness(&sharp));
+    }
+
+    #[test]
+    fn flicker_is_large_for_alternating_and_zero_for_constant_clips() {
+        let base = textured(32, 24);
+        let (mut steady, mut flashing) = (ScoreAccumulator::new(), ScoreAccumulator::new());
+        for t in 0..10 {
+            steady.push(&base, None, None, None);
+            flashing.push(
+                &offset(&base, if t % 2 == 0 { 0.05 } else { -0.05 }),
+                Some(&base),
+                Some(&base),
+                None,
+            );
+        }
+        assert_eq!(steady.report().flicker, Some(0.0));
+        assert!((flashing.report().flicker.unwrap() - 25.5).abs() < 0.01);
+        assert!((flashing.report().flicker_vs_ref.unwrap() - 25.5).abs() < 0.01);
+        assert_eq!(flashing.report().flicker_input, Some(0.0));
+        assert_eq!(steady.report().flicker_vs_ref, None);
+    }
+
+    fn code_plane(w: usize, h: usize, code: u8, region: impl Fn(usize, usize) -> bool) -> Plane {
+        let mut m = Plane::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                if region(x, y) {
+                    m.set(x, y, mask::value(code));
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn masked_errors_count_only_their_code() {
+        let r = textured(20, 20);
+        let mut m = code_plane(20, 20, mask::BLOTCH, |x, y| x < 5 && y < 5);
+        for y in 10..20 {
+            m.set(7, y, mask::value(mask::SCRATCH));
+        }
+        let mut input = r.clone();
+        let mut out = r.clone();
+        for (i, v) in input.data.iter_mut().enumerate() {
+            if m.data[i] > 0.0 {
+                *v += 0.4;
+                out.data[i] += if m.data[i] > 0.9 { 0.1 } else { 0.2 };
+            }
+        }
+        input.data[399] += 0.5; // Unmasked damage counts for neither.
+        let (sum, n) = masked_mae(&input, &r, &m, mask::BLOTCH);
+        assert_eq!(n, 25);
+        assert!((sum - 25.0 * 0.4).abs() < 1e-4);
+        assert_eq!(masked_mae(&input, &r, &m, mask::SCRATCH).1, 10);
+        assert_eq!(masked_mae(&input, &r, &m, mask::CLEAN).1, 400 - 35);
+        let mut acc = ScoreAccumulator::new();
+        acc.push(&out, Some(&r), Some(&input), Some(&m));
+        let rep = acc.report();
+        assert!((rep.blotch_error_ratio.unwrap() - 0.25).abs() < 1e-3);
+        assert!((rep.scratch_error_ratio.unwrap() - 0.5).abs() < 1e-3);
+        assert!(rep.psnr_y.unwrap() > rep.psnr_input.unwrap());
+        assert!(rep.ssim.unwrap() > rep.ssim_input.unwrap());
+    }
+
+    fn with_square(base: &Plane, v: f32) -> Plane {
+        let mut p = base.clone();
+        for y in 10..14 {
+            for x in 10..14 {
+                p.set(x, y, v);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn spike_fraction_finds_one_frame_spikes_only() {
+        let base = Plane::filled(32, 32, 0.4);
+        let (bright, dark) = (with_square(&base, 0.9), with_square(&base, 0.0));
+        let sixteen = 16.0 / 1024.0;
+        assert_eq!(spike_fraction(&base, &bright, &base, 0.08), sixteen);
+        assert_eq!(spike_fraction(&base, &dark, &base, 0.08), sixteen);
+        assert_eq!(spike_fraction(&bright, &bright, &bright, 0.08), 0.0);
+        assert_eq!(
+            spike_fraction(&base, &bright, &bright, 0.08),
+            0.0,
+            "a cut is not a spike"
         );
+        assert_eq!(
+            spike_fraction(&dark, &base, &bright, 0.08),
+            0.0,
+            "a ramp is not a spike"
+        );
+        assert_eq!(spike_fraction(&base, &with_square(&base, 0.45), &base, 0.08), 0.0);
+    }
+
+    #[test]
+    fn accumulator_spike_rate_needs_three_frames() {
+        let base = Plane::filled(32, 32, 0.4);
+        let spike = with_square(&base, 0.9);
+        let mut acc = ScoreAccumulator::new();
+        acc.push(&base, None, Some(&spike), None);
+        acc.push(&base, None, Some(&spike), None);
+        assert_eq!(acc.report().spike_rate, None);
+        acc.push(&spike, None, Some(&spike), None);
+        acc.push(&base, None, Some(&base), None);
+        let rep = acc.report();
+        assert_eq!(rep.spike_rate, Some(0.5 * 16.0 / 1024.0));
+        assert_eq!(rep.spike_rate_input, Some(0.0));
+        assert_eq!(rep.frames, 4);
+    }
+
+    #[test]
+    fn json_and_table_show_every_field() {
+        let mut acc = ScoreAccumulator::new();
+        let p = textured(16, 16);
+        acc.push(&p, Some(&offset(&p, 0.1)), None, None);
+        let rep = acc.report();
+        let json = rep.to_json();
+        assert!(json.starts_with("{\"frames\": 1, \"psnr_y\": 19.99"), "{json}");
+        assert!(json.contains("\"psnr_input\": null"));
+        assert!(json.contains("\"flicker_input\": null"));
+        assert!(json.ends_with('}'));
+        assert_eq!(json.matches(':').count(), 13);
+        let table = rep.to_string();
+        assert!(table.contains("PSNR Y (dB)") && table.contains("20.00") && table.contains("n/a"));
     }
 }
