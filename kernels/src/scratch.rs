@@ -31,12 +31,18 @@ impl Default for ScratchParams {
 const SIDE: usize = 3;
 /// Widest scratch filled, in pixels.
 const MAX_WIDTH: usize = 4;
+/// Residual (against the columns either side) that makes a row count toward a line.
+const ROW_RESIDUAL: f32 = 0.015;
+/// Fraction of rows a line must cover (scratches have gaps, objects rarely span the frame).
+const MIN_COVERAGE: f32 = 0.55;
 /// Frames a scratch is remembered without being seen.
 const PERSISTENCE_DECAY: f32 = 0.6;
 
 #[derive(Default)]
 pub struct ScratchRemover {
     profile: Vec<f32>,
+    /// Fraction of rows whose residual has the sign of the column's mean.
+    coverage: Vec<f32>,
     /// How strongly a scratch has been seen near each column recently (0..1).
     track: Vec<f32>,
     next_track: Vec<f32>,
@@ -68,7 +74,7 @@ impl ScratchRemover {
             self.track = vec![0.0; w];
         }
         self.line_profile(luma);
-        let threshold = 0.10 - 0.08 * params.strength.clamp(0.0, 1.0);
+        let threshold = 0.045 - 0.03 * params.strength.clamp(0.0, 1.0);
         self.update_track_and_columns(threshold);
         self.fill(luma, threshold)
     }
@@ -76,32 +82,42 @@ impl ScratchRemover {
     fn line_profile(&mut self, luma: &Plane) {
         let w = luma.width;
         let step = (luma.height / 256).max(1);
-        self.profile.clear();
-        self.profile.resize(w, 0.0);
         let rows: Vec<usize> = (0..luma.height).step_by(step).collect();
+        // Per column: clipped residual sum, rows clearly brighter, rows clearly darker.
         let sums = rows
             .par_iter()
             .fold(
-                || vec![0.0f32; w],
+                || vec![[0.0f32; 3]; w],
                 |mut acc, &y| {
                     let r = luma.row(y);
                     for x in SIDE..w - SIDE {
                         let residual = r[x] - 0.5 * (r[x - SIDE] + r[x + SIDE]);
-                        acc[x] += residual.clamp(-0.4, 0.4);
+                        let a = &mut acc[x];
+                        a[0] += residual.clamp(-0.4, 0.4);
+                        a[1] += (residual > ROW_RESIDUAL) as u32 as f32;
+                        a[2] += (residual < -ROW_RESIDUAL) as u32 as f32;
                     }
                     acc
                 },
             )
             .reduce(
-                || vec![0.0f32; w],
+                || vec![[0.0f32; 3]; w],
                 |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    for (x, y) in a.iter_mut().zip(b) {
+                        x[0] += y[0];
+                        x[1] += y[1];
+                        x[2] += y[2];
+                    }
                     a
                 },
             );
         let n = rows.len() as f32;
-        for (p, s) in self.profile.iter_mut().zip(sums) {
-            *p = s / n;
+        self.profile.clear();
+        self.coverage.clear();
+        for s in sums {
+            let mean = s[0] / n;
+            self.profile.push(mean);
+            self.coverage.push(if mean >= 0.0 { s[1] } else { s[2] } / n);
         }
     }
 
@@ -113,7 +129,8 @@ impl ScratchRemover {
         self.next_track.resize(w, 0.0);
         for x in SIDE..w - SIDE {
             let peak = self.profile[x];
-            let is_line = peak.abs() > threshold && is_single_peak(&self.profile, x);
+            // A scratch runs down most of the frame; an object's edge covers only its height.
+            let is_line = peak.abs() > threshold && self.coverage[x] > MIN_COVERAGE && is_single_peak(&self.profile, x);
             // Scratches drift: a track within two columns counts.
             let remembered = (x.saturating_sub(2)..=(x + 2).min(w - 1))
                 .map(|i| self.track[i])
