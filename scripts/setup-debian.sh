@@ -26,4 +26,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   # shellcheck disable=SC1091
   source "$HOME/.cargo/env"
 fi
-echo "setup: $(gst-launch-1.0 --version | sed -n 2p), $(cargo --version)"
+# ONNX Runtime (CPU) for the diffusion-prior engines: the Rust crate loads its shared library
+# at run time (ort's load-dynamic), found in this package's onnxruntime/capi/ folder.
+ORT_VERSION=1.32.0
+if ! python3 -m pip show onnxruntime 2>/dev/null | grep -q "^Version: $ORT_VERSION$"; then
+  echo "setup: installing onnxruntime==$ORT_VERSION (pip)"
+  python3 -m pip install --quiet "onnxruntime==$ORT_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "onnxruntime==$ORT_VERSION"
+fi
+echo "setup: $(gst-launch-1.0 --version | sed -n 2p), $(cargo --version), onnxruntime $ORT_VERSION"

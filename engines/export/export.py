@@ -412,7 +412,8 @@ def pretrained_models(args):
             "Put the diffusers folders on disk (or in the Hugging Face cache) first, e.g. on a machine with "
             "internet: `huggingface-cli download stabilityai/sd-turbo` and `huggingface-cli download madebyollin/taesd`."
         )
-    ids = tokenizer(args.prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+    max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+    ids = tokenizer(args.prompt, padding="max_length", max_length=max_length, truncation=True,
                     return_tensors="pt").input_ids
     with torch.no_grad():
         embeds = text_encoder(ids)[0].float().numpy()
@@ -469,13 +470,37 @@ def export_identity(out: Path, size: int, scale: int, batch: int, kind: str) -> 
     print(f"wrote identity bundle {out}")
 
 
+def export_identity_image(out: Path, size: int, batch: int) -> None:
+    """Kind `image` whose model is the identity (in [-1, 1], to exercise the range conversion), written as a plain
+    ONNX file and bundled through --image-model's own path."""
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    bdim = batch if batch > 0 else "batch"
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "one"], ["output"])], "identity_image",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [bdim, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [bdim, 3, size, size])], initializer=[one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="oldfilm-export")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "identity_image.onnx"
+        onnx.save_model(model, str(path))
+        export_image_model(out, path, "minus_one_one", size, batch, name="identity-image", source="identity (x * 1)")
+
+
 def default_alphas_cumprod_numpy() -> np.ndarray:
     """scaled_linear(0.00085, 0.012, 1000) as diffusers computes it (in float32), without needing diffusers."""
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float32) ** 2
     return np.cumprod((1.0 - betas).astype(np.float32), dtype=np.float32).astype(np.float64)
 
 
-def export_image_model(out: Path, model_path: Path, value_range: str, size: int | None, batch: int | None) -> None:
+def export_image_model(out: Path, model_path: Path, value_range: str, size: int | None, batch: int | None,
+                       name: str | None = None, source: str | None = None) -> None:
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
@@ -501,8 +526,8 @@ def export_image_model(out: Path, model_path: Path, value_range: str, size: int 
     data = model_path.with_name(model_path.name + ".data")
     if data.exists():
         shutil.copy(data, out / data.name)
-    top = {"format": FORMAT_VERSION, "kind": "image", "name": model_path.stem, "source": str(model_path),
-           "dtype": dtype}
+    top = {"format": FORMAT_VERSION, "kind": "image", "name": name or model_path.stem,
+           "source": source or str(model_path), "dtype": dtype}
     tables = {
         "model": {"width": width, "height": height, "batch": batch if batch is not None else dims[0]},
         "files": {"model": "model.onnx"},
@@ -523,7 +548,8 @@ def main(argv=None) -> None:
     mode.add_argument("--tiny", action="store_true", help="tiny configs, seeded random weights (test fixtures)")
     mode.add_argument("--identity", action="store_true", help="exact-inverse identity fixture")
     mode.add_argument("--image-model", type=Path, metavar="FILE.onnx", help="kind image: an RGB-to-RGB ONNX model")
-    p.add_argument("--kind", choices=["turbo", "lcm"], default="turbo")
+    p.add_argument("--kind", choices=["turbo", "lcm", "image"], default="turbo",
+                   help="bundle kind (image: only with --identity, or implied by --image-model)")
     p.add_argument("--vae", default="madebyollin/taesd", help="TAESD (diffusers AutoencoderTiny) folder or id")
     p.add_argument("--lcm-lora", help="LCM-LoRA folder or id to fuse into --from-pretrained (an SD 1.5 pipeline)")
     p.add_argument("--guidance-scale", type=float, default=8.0, help="LCM w (baked in when the UNet takes one)")
@@ -540,8 +566,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     if args.identity:
-        export_identity(args.out, args.size or 32, args.scale, args.batch, args.kind)
+        if args.kind == "image":
+            export_identity_image(args.out, args.size or 32, args.batch)
+        else:
+            export_identity(args.out, args.size or 32, args.scale, args.batch, args.kind)
         return
+    if args.kind == "image":
+        raise SystemExit("--kind image goes with --identity; for a model of your own use --image-model")
     if args.image_model:
         export_image_model(args.out, args.image_model, args.range, args.size, args.batch if args.batch else None)
         return

@@ -1,0 +1,93 @@
+//! Stochastic similarity filter (StreamDiffusion): a frame much like the last one that went through inference is
+//! skipped with probability `max(0, 1 - (1 - sim) / (1 - threshold))`, never more than `max_skip` in a row.
+//! Decisions are drawn from a seeded counter, so a run is reproducible.
+
+use crate::noise::{uniform, SSF_STREAM};
+
+#[derive(Clone, Debug)]
+pub struct SimilarityFilter {
+    pub threshold: f32,
+    pub max_skip: u32,
+    seed: u64,
+    reference: Option<Vec<f32>>,
+    run: u32,
+}
+
+/// Cosine similarity, in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return if aa == bb { 1.0 } else { 0.0 };
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+/// The skip probability for a similarity.
+pub fn skip_probability(sim: f64, threshold: f32) -> f64 {
+    let t = threshold as f64;
+    if t >= 1.0 {
+        return 0.0;
+    }
+    (1.0 - (1.0 - sim) / (1.0 - t)).max(0.0)
+}
+
+impl SimilarityFilter {
+    pub fn new(threshold: f32, max_skip: u32, seed: u64) -> Self {
+        SimilarityFilter {
+            threshold,
+            max_skip,
+            seed,
+            reference: None,
+            run: 0,
+        }
+    }
+
+    /// Forgets the reference (a cut, a flush, a seek).
+    pub fn reset(&mut self) {
+        self.reference = None;
+        self.run = 0;
+    }
+
+    /// Whether frame number `index` (its thumbnail) is skipped. A frame that is not skipped becomes the reference.
+    pub fn decide(&mut self, index: u64, thumb: Vec<f32>, starts_shot: bool) -> bool {
+        let comparable = self.reference.as_ref().is_some_and(|r| r.len() == thumb.len());
+        if starts_shot || !comparable {
+            self.reset();
+        } else if self.max_skip > 0 && self.run < self.max_skip {
+            let sim = cosine(&thumb, self.reference.as_ref().expect("comparable"));
+            if uniform(self.seed, SSF_STREAM, index) < skip_probability(sim, self.threshold) {
+                self.run += 1;
+                return true;
+            }
+        }
+        self.run = 0;
+        self.reference = Some(thumb);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_more_than_max_skip_in_a_row() {
+        let mut f = SimilarityFilter::new(0.5, 2, 1);
+        let thumb = vec![0.5f32; 48];
+        let decisions: Vec<bool> = (0..9).map(|i| f.decide(i, thumb.clone(), i == 0)).collect();
+        assert_eq!(decisions, [false, true, true, false, true, true, false, true, true]);
+    }
+
+    #[test]
+    fn probability_formula() {
+        assert_eq!(skip_probability(1.0, 0.98), 1.0);
+        assert_eq!(skip_probability(0.9, 0.98), 0.0);
+        assert!((skip_probability(0.99, 0.98) - 0.5).abs() < 1e-5);
+    }
+}
