@@ -29,7 +29,8 @@ fi
 # ONNX Runtime (CPU) for the diffusion-prior engines: the Rust crate loads its shared library
 # at run time (ort's load-dynamic), found in this package's onnxruntime/capi/ folder.
 ORT_VERSION=1.32.0
-if ! python3 -m pip show onnxruntime 2>/dev/null | grep -q "^Version: $ORT_VERSION$"; then
+installed=$(python3 -m pip show onnxruntime 2>/dev/null || true)
+if ! grep -qx "Version: $ORT_VERSION" <<<"$installed"; then
   echo "setup: installing onnxruntime==$ORT_VERSION (pip)"
   python3 -m pip install --quiet "onnxruntime==$ORT_VERSION" 2>/dev/null \
     || python3 -m pip install --quiet --user --break-system-packages "onnxruntime==$ORT_VERSION"
