@@ -155,6 +155,8 @@ fn a_new_segment_drains_the_old_one_first() {
 #[test]
 fn caps_change_mid_stream_drains_then_continues_in_the_new_format() {
     let mut h = harness("oldfilmrestore", &[]);
+    let bus = gst::Bus::new();
+    h.element().expect("element").set_bus(Some(&bus));
     h.set_src_caps(caps(PixelFormat::Gray8, 64, 48));
     for i in 0..3 {
         h.push(timed_buffer(PixelFormat::Gray8, 64, 48, i)).unwrap();

@@ -740,8 +740,11 @@ impl BaseTransformImpl for OldFilmRestore {
             in_info.width(),
             in_info.height()
         );
-        let previous_latency = lock(&self.state).as_ref().map(|s| s.output.latency);
-        *lock(&self.state) = Some(State {
+        let mut guard = lock(&self.state);
+        let previous_latency = guard.as_ref().map(|s| s.output.latency);
+        // Statistics cover the whole stream, across caps changes.
+        let stats = guard.take().map(|s| s.output.stats).unwrap_or_default();
+        *guard = Some(State {
             worker,
             output: Output {
                 in_info,
@@ -751,11 +754,12 @@ impl BaseTransformImpl for OldFilmRestore {
                 pool: None,
                 outbox: Vec::with_capacity(2 * radius + 4),
                 error: None,
-                stats: RunStats::default(),
+                stats,
                 latency,
             },
             discont_pending: false,
         });
+        drop(guard);
         if previous_latency != Some(latency) {
             let _ = self
                 .obj()
