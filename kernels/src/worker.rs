@@ -14,6 +14,7 @@ use crate::frame::{Geometry, WorkFrame};
 use crate::pool::{FramePool, FrameReturner};
 use crate::restorer::{RestoreParams, Restored, Restorer};
 use crossbeam_channel::{bounded, select, Receiver, Select, Sender};
+use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::Instant;
 use thiserror::Error;
@@ -38,6 +39,30 @@ enum Job<T> {
     Reset,
 }
 
+/// A stage run after the classic stages on every restored frame, possibly holding frames back
+/// (the diffusion prior's stream batch). It lives on the worker thread.
+pub trait PostStage: Send {
+    /// Takes the next restored frame, in order.
+    fn push(&mut self, frame: &WorkFrame, starts_shot: bool) -> Result<(), String>;
+    /// Writes the oldest finished frame into `out`; false when none is ready yet.
+    fn pop(&mut self, out: &mut WorkFrame) -> bool;
+    /// Finishes every frame pushed (end of stream).
+    fn drain(&mut self) -> Result<(), String>;
+    /// Drops frames in flight and temporal state (flush, seek).
+    fn reset(&mut self);
+    /// Most frames it holds back at once.
+    fn max_held(&self) -> usize;
+}
+
+/// What the worker does when the post stage fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnPostFailure {
+    /// Report the error; the stream stops.
+    Error,
+    /// Report a warning, drop the post stage and go on with the classic result.
+    Continue,
+}
+
 /// A message from the worker.
 pub enum Done<T> {
     /// One frame, in input order. `output` is `None` when the stages were bypassed.
@@ -51,6 +76,8 @@ pub enum Done<T> {
     Drained,
     /// Temporal state is cleared.
     ResetDone,
+    /// The post stage failed; with [`OnPostFailure::Continue`] frames keep coming without it.
+    PostFailed { message: String, fatal: bool },
 }
 
 pub struct Worker<T: Send + 'static> {
@@ -65,19 +92,40 @@ impl<T: Send + 'static> Worker<T> {
     /// Starts a worker restoring frames of `input` geometry into frames of `output` geometry,
     /// with `past` and `future` temporal neighbours.
     pub fn spawn(input: Geometry, output: Geometry, past: usize, future: usize) -> std::io::Result<Self> {
+        Self::spawn_with(input, output, past, future, None, OnPostFailure::Error)
+    }
+
+    /// Like [`Self::spawn`], with a stage run after the classic ones on every restored frame.
+    pub fn spawn_with(
+        input: Geometry,
+        output: Geometry,
+        past: usize,
+        future: usize,
+        post: Option<Box<dyn PostStage>>,
+        on_failure: OnPostFailure,
+    ) -> std::io::Result<Self> {
         let restorer = Restorer::new(input, past, future);
         // Window + queued jobs + the one being unpacked + one being returned.
         let input_pool = FramePool::new(input, restorer.capacity() + JOB_QUEUE + 2);
-        let output_pool = FramePool::new(output, OUTPUT_FRAMES);
+        // Frames the post stage holds back keep their output frame until they come out.
+        let held = post.as_ref().map_or(0, |p| p.max_held());
+        let output_pool = FramePool::new(output, OUTPUT_FRAMES + held);
         let output_returner = output_pool.returner();
         let (job_tx, job_rx) = bounded(JOB_QUEUE);
         // Room for every output frame plus bypassed frames and one control answer, so the
         // worker rarely waits on the caller; the caller keeps draining it anyway.
-        let (done_tx, done_rx) = bounded(input_pool.capacity() + OUTPUT_FRAMES + 1);
+        let (done_tx, done_rx) = bounded(input_pool.capacity() + OUTPUT_FRAMES + held + 2);
         let input_returner = input_pool.returner();
         let thread = std::thread::Builder::new()
             .name("oldfilm-worker".into())
-            .spawn(move || run(restorer, job_rx, done_tx, input_returner, output_pool))?;
+            .spawn(move || {
+                let mut post = post.map(|stage| PostRunner {
+                    stage,
+                    pending: VecDeque::new(),
+                    on_failure,
+                });
+                run(restorer, job_rx, done_tx, input_returner, output_pool, &mut post)
+            })?;
         Ok(Worker {
             jobs: Some(job_tx),
             done: done_rx,
@@ -150,6 +198,7 @@ impl<T: Send + 'static> Worker<T> {
     }
 
     fn recycle(&self, done: Done<T>) {
+        // Only frames carry an output frame; control and failure messages have nothing to return.
         if let Done::Frame {
             output: Some(frame), ..
         } = done
@@ -203,14 +252,135 @@ impl<T: Send + 'static> Drop for Worker<T> {
     }
 }
 
+/// A restored frame waiting for the post stage.
+struct Held<T> {
+    output: Option<Box<WorkFrame>>,
+    restored: Restored<T>,
+    processing_ms: f64,
+    /// Still inside the post stage (frames without an output frame pass straight through, but
+    /// never overtake one that is inside).
+    inside: bool,
+}
+
+struct PostRunner<T> {
+    stage: Box<dyn PostStage>,
+    pending: VecDeque<Held<T>>,
+    on_failure: OnPostFailure,
+}
+
+impl<T> PostRunner<T> {
+    /// Sends every frame at the front of the queue that the post stage has finished.
+    fn release(&mut self, done: &Sender<Done<T>>, draining: bool) -> bool {
+        while let Some(front) = self.pending.front_mut() {
+            if front.inside {
+                let out = front
+                    .output
+                    .as_deref_mut()
+                    .expect("a frame inside the stage has an output frame");
+                if !self.stage.pop(out) && !draining {
+                    break;
+                }
+                front.inside = false;
+            }
+            let Some(held) = self.pending.pop_front() else { break };
+            let message = Done::Frame {
+                output: held.output,
+                restored: held.restored,
+                processing_ms: held.processing_ms,
+            };
+            if done.send(message).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Lets every held frame out as it is (after a failure): the classic result.
+    fn release_all_as_is(&mut self, done: &Sender<Done<T>>) -> bool {
+        for held in self.pending.drain(..) {
+            let message = Done::Frame {
+                output: held.output,
+                restored: held.restored,
+                processing_ms: held.processing_ms,
+            };
+            if done.send(message).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Sends a restored frame, through the post stage when there is one. Returns whether the
+/// caller is still listening, and drops the post stage after a failure it may continue from.
+fn deliver<T>(
+    post: &mut Option<PostRunner<T>>,
+    done: &Sender<Done<T>>,
+    output: Option<Box<WorkFrame>>,
+    restored: Restored<T>,
+    processing_ms: f64,
+) -> bool {
+    let Some(runner) = post.as_mut() else {
+        return done
+            .send(Done::Frame {
+                output,
+                restored,
+                processing_ms,
+            })
+            .is_ok();
+    };
+    let inside = match output.as_deref() {
+        Some(frame) => match runner.stage.push(frame, restored.starts_shot) {
+            Ok(()) => true,
+            Err(message) => return fail(post, done, message, output, restored, processing_ms),
+        },
+        None => false,
+    };
+    runner.pending.push_back(Held {
+        output,
+        restored,
+        processing_ms,
+        inside,
+    });
+    runner.release(done, false)
+}
+
+fn fail<T>(
+    post: &mut Option<PostRunner<T>>,
+    done: &Sender<Done<T>>,
+    message: String,
+    output: Option<Box<WorkFrame>>,
+    restored: Restored<T>,
+    processing_ms: f64,
+) -> bool {
+    let fatal = post.as_ref().is_some_and(|r| r.on_failure == OnPostFailure::Error);
+    if done.send(Done::PostFailed { message, fatal }).is_err() {
+        return false;
+    }
+    let Some(mut runner) = post.take() else { return true };
+    runner.release_all_as_is(done)
+        && done
+            .send(Done::Frame {
+                output,
+                restored,
+                processing_ms,
+            })
+            .is_ok()
+}
+
 fn run<T>(
     mut restorer: Restorer<T>,
     jobs: Receiver<Job<T>>,
     done: Sender<Done<T>>,
     input_returner: FrameReturner,
     output_pool: FramePool,
+    post: &mut Option<PostRunner<T>>,
 ) {
-    let emit = |restorer: &mut Restorer<T>, params: &RestoreParams, draining: bool| -> bool {
+    let emit = |restorer: &mut Restorer<T>,
+                post: &mut Option<PostRunner<T>>,
+                params: &RestoreParams,
+                draining: bool|
+     -> bool {
         loop {
             let start = Instant::now();
             let mut output = if params.bypass || !restorer.is_ready(draining) {
@@ -228,14 +398,7 @@ fn run<T>(
                 input_returner.put(frame);
             }
             let processing_ms = start.elapsed().as_secs_f64() * 1e3 + restored.times.ms[0];
-            if done
-                .send(Done::Frame {
-                    output,
-                    restored,
-                    processing_ms,
-                })
-                .is_err()
-            {
+            if !deliver(post, &done, output, restored, processing_ms) {
                 return false;
             }
         }
@@ -249,13 +412,23 @@ fn run<T>(
                 params,
             } => {
                 restorer.push(frame, tag, discontinuity, &params);
-                emit(&mut restorer, &params, false)
+                emit(&mut restorer, post, &params, false)
             }
-            Job::Drain(params) => emit(&mut restorer, &params, true) && done.send(Done::Drained).is_ok(),
+            Job::Drain(params) => {
+                emit(&mut restorer, post, &params, true) && drain_post(post, &done) && done.send(Done::Drained).is_ok()
+            }
             Job::Reset => {
                 restorer.reset();
                 for frame in restorer.take_evicted() {
                     input_returner.put(frame);
+                }
+                if let Some(runner) = post.as_mut() {
+                    runner.stage.reset();
+                    for held in runner.pending.drain(..) {
+                        if let Some(frame) = held.output {
+                            output_pool.put(frame);
+                        }
+                    }
                 }
                 done.send(Done::ResetDone).is_ok()
             }
@@ -264,6 +437,17 @@ fn run<T>(
             return;
         }
     }
+}
+
+fn drain_post<T>(post: &mut Option<PostRunner<T>>, done: &Sender<Done<T>>) -> bool {
+    let Some(runner) = post.as_mut() else { return true };
+    if let Err(message) = runner.stage.drain() {
+        let fatal = runner.on_failure == OnPostFailure::Error;
+        let alive = done.send(Done::PostFailed { message, fatal }).is_ok() && runner.release_all_as_is(done);
+        *post = None;
+        return alive;
+    }
+    runner.release(done, true)
 }
 
 #[cfg(test)]
@@ -346,5 +530,114 @@ mod tests {
         worker.drain(params, &mut on_done).unwrap();
         drop(on_done);
         assert_eq!(seen, vec![(1, false)]);
+    }
+
+    /// Holds two frames back and brightens each by 0.25, failing on a chosen frame.
+    struct Delay {
+        held: VecDeque<f32>,
+        ready: VecDeque<f32>,
+        fail_at: Option<usize>,
+        pushed: usize,
+    }
+
+    impl PostStage for Delay {
+        fn push(&mut self, frame: &WorkFrame, _starts_shot: bool) -> Result<(), String> {
+            self.pushed += 1;
+            if Some(self.pushed) == self.fail_at {
+                return Err("model exploded".into());
+            }
+            self.held.push_back(frame.luma.data[0]);
+            if self.held.len() > 2 {
+                self.ready.extend(self.held.pop_front());
+            }
+            Ok(())
+        }
+        fn pop(&mut self, out: &mut WorkFrame) -> bool {
+            match self.ready.pop_front() {
+                Some(v) => {
+                    out.luma.data.fill(v + 0.25);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn drain(&mut self) -> Result<(), String> {
+            self.ready.extend(self.held.drain(..));
+            Ok(())
+        }
+        fn reset(&mut self) {
+            self.held.clear();
+            self.ready.clear();
+        }
+        fn max_held(&self) -> usize {
+            2
+        }
+    }
+
+    /// Frames out as (tag, luma) and failures reported as (message, fatal).
+    type PostRun = (Vec<(u32, f32)>, Vec<(String, bool)>);
+
+    fn run_post(fail_at: Option<usize>, on_failure: OnPostFailure) -> PostRun {
+        let post = Delay {
+            held: VecDeque::new(),
+            ready: VecDeque::new(),
+            fail_at,
+            pushed: 0,
+        };
+        let worker = Worker::spawn_with(geometry(), geometry(), 1, 1, Some(Box::new(post)), on_failure).unwrap();
+        let params = RestoreParams {
+            deflicker: false,
+            clean: crate::clean::CleanParams {
+                blotches: None,
+                scratches: None,
+                grain: None,
+            },
+            ..RestoreParams::default()
+        };
+        let (mut frames, mut failures) = (Vec::new(), Vec::new());
+        let mut on_done = |done: Done<u32>| match done {
+            Done::Frame { output, restored, .. } => {
+                let f = output.expect("restored into an output frame");
+                frames.push((restored.tag, f.luma.data[0]));
+                worker.recycle_output(f);
+            }
+            Done::PostFailed { message, fatal } => failures.push((message, fatal)),
+            _ => {}
+        };
+        for i in 0..8u32 {
+            let mut frame = worker.acquire_input(&mut on_done).unwrap();
+            frame.luma.data.fill(i as f32 / 10.0);
+            worker.submit(frame, i, false, params, &mut on_done).unwrap();
+        }
+        worker.drain(params, &mut on_done).unwrap();
+        (frames, failures)
+    }
+
+    #[test]
+    fn a_post_stage_that_holds_frames_back_keeps_order_and_drains() {
+        let (frames, failures) = run_post(None, OnPostFailure::Error);
+        assert!(failures.is_empty());
+        assert_eq!(
+            frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        for (tag, v) in frames {
+            assert!((v - (tag as f32 / 10.0 + 0.25)).abs() < 1e-6, "frame {tag} is {v}");
+        }
+    }
+
+    #[test]
+    fn a_failing_post_stage_reports_and_can_continue_with_the_classic_result() {
+        let (frames, failures) = run_post(Some(4), OnPostFailure::Continue);
+        assert_eq!(failures, vec![("model exploded".to_string(), false)]);
+        assert_eq!(
+            frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        // Frames finished before the failure went through the stage; the rest are classic.
+        assert!((frames[0].1 - 0.25).abs() < 1e-6);
+        assert!((frames[7].1 - 0.7).abs() < 1e-6);
+        let (_, failures) = run_post(Some(4), OnPostFailure::Error);
+        assert!(failures[0].1, "fatal when asked to fail");
     }
 }

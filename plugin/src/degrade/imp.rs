@@ -238,7 +238,7 @@ impl VideoFilterImpl for OldFilmDegrade {
         _out_info: &gst_video::VideoInfo,
     ) -> Result<(), gst::LoggableError> {
         let (info, format) = parse_caps(incaps).map_err(|m| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", m]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", m));
             gst::loggable_error!(CAT, "{}", m)
         })?;
         let (w, h) = (info.width() as usize, info.height() as usize);
@@ -262,7 +262,7 @@ impl VideoFilterImpl for OldFilmDegrade {
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
         let fail = |message: String| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", message]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", message));
             gst::FlowError::Error
         };
         unpack_frame(state.format, inframe, &mut state.frame)

@@ -2,6 +2,7 @@
 //! worker. Frames are unpacked here, restored on the worker thread (`kernels::worker`) over a
 //! temporal window, and packed and pushed here, in order, with their input's timestamps.
 
+use super::prior::PriorStage;
 use crate::video::{copy_packed_rows, pack_frame, parse_caps, supported_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
@@ -16,7 +17,7 @@ use kernels::deflicker::DeflickerParams;
 use kernels::grain::GrainParams;
 use kernels::restorer::{RestoreParams, Stage};
 use kernels::scratch::ScratchParams;
-use kernels::worker::{Done, Worker};
+use kernels::worker::{Done, OnPostFailure, PostStage, Worker};
 use kernels::{PixelFormat, WorkFrame};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Instant;
@@ -49,6 +50,21 @@ pub enum CompareMode {
     SideBySide = 2,
 }
 
+/// What to do when the diffusion engine cannot be loaded or fails while running.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstOldFilmFallback")]
+pub enum Fallback {
+    #[default]
+    #[enum_value(name = "Error: post an element error and stop", nick = "error")]
+    Error = 0,
+    #[enum_value(
+        name = "Classic: post a warning and go on with the classic stages only",
+        nick = "classic"
+    )]
+    Classic = 1,
+}
+
 impl From<CompareMode> for KernelCompare {
     fn from(mode: CompareMode) -> Self {
         match mode {
@@ -75,7 +91,7 @@ const DEFAULT_GRAIN_STRENGTH: f64 = 0.5;
 const DEFAULT_STATS_INTERVAL: u32 = 250;
 
 /// Properties. Copied once per frame; never locked across processing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     bypass: bool,
     temporal_radius: u32,
@@ -91,6 +107,11 @@ struct Settings {
     grain_strength: f64,
     compare: CompareMode,
     stats_interval: u32,
+    /// Diffusion engine bundle folder; `None` = classic stages only.
+    engine: Option<String>,
+    device: String,
+    prior: engines::StreamParams,
+    fallback: Fallback,
 }
 
 impl Default for Settings {
@@ -110,6 +131,10 @@ impl Default for Settings {
             grain_strength: DEFAULT_GRAIN_STRENGTH,
             compare: CompareMode::None,
             stats_interval: DEFAULT_STATS_INTERVAL,
+            engine: None,
+            device: "auto".into(),
+            prior: engines::StreamParams::default(),
+            fallback: Fallback::Error,
         }
     }
 }
@@ -148,6 +173,8 @@ struct Output {
     stats: RunStats,
     /// Latency the window adds, reported in the LATENCY query and the stats.
     latency: gst::ClockTime,
+    /// Execution provider running the diffusion prior, or "none".
+    provider: String,
 }
 
 /// Per-stream state, created when caps are set and dropped on stop.
@@ -250,7 +277,7 @@ impl OldFilmRestore {
 
     /// Posts an element error and returns the flow error to give upstream.
     fn fail(&self, message: String) -> gst::FlowError {
-        gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", message]);
+        gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", message));
         gst::FlowError::Error
     }
 
@@ -271,7 +298,7 @@ impl OldFilmRestore {
         &self,
         f: impl FnOnce(&mut State, &Settings) -> Result<(), gst::FlowError>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = *lock(&self.settings);
+        let settings = lock(&self.settings).clone();
         let outbox = {
             let mut guard = lock(&self.state);
             let Some(state) = guard.as_mut() else {
@@ -291,6 +318,77 @@ impl OldFilmRestore {
             self.drain(state, settings)?;
             state.worker.reset().map_err(|e| self.fail(e.to_string()))
         })
+    }
+
+    /// Loads the diffusion engine if one is set: the worker's post stage, the provider that
+    /// runs it, and the frames of latency it adds.
+    #[allow(clippy::type_complexity)]
+    fn open_prior(
+        &self,
+        settings: &Settings,
+        compare: KernelCompare,
+    ) -> Result<(Option<Box<dyn PostStage>>, String, usize), gst::LoggableError> {
+        let Some(bundle) = &settings.engine else {
+            return Ok((None, "none".into(), 0));
+        };
+        if compare == KernelCompare::SideBySide {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "the diffusion prior is not run in side-by-side compare mode"
+            );
+            return Ok((None, "none".into(), 0));
+        }
+        let opened = settings
+            .device
+            .parse::<engines::Device>()
+            .map_err(|e| e.to_string())
+            .and_then(|device| {
+                let mut config = engines::PriorConfig::new(bundle);
+                config.device = device;
+                config.params = settings.prior.clone();
+                engines::DiffusionPrior::new(config).map_err(|e| e.to_string())
+            });
+        match opened {
+            Ok(prior) => {
+                for note in prior.provider_notes() {
+                    gst::warning!(CAT, imp = self, "{}", note);
+                }
+                let provider = prior.provider().to_string();
+                let latency = prior.latency_frames();
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "diffusion engine {bundle} on {provider}, {latency} frames of latency"
+                );
+                Ok((Some(Box::new(PriorStage::new(prior))), provider, latency))
+            }
+            Err(message) if settings.fallback == Fallback::Classic => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    (
+                        "cannot use diffusion engine '{}', continuing with the classic stages: {}",
+                        bundle,
+                        message
+                    )
+                );
+                Ok((None, "none".into(), 0))
+            }
+            Err(message) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ("cannot use diffusion engine '{}': {}", bundle, message)
+                );
+                Err(gst::loggable_error!(
+                    CAT,
+                    "cannot use diffusion engine '{}': {}",
+                    bundle,
+                    message
+                ))
+            }
+        }
     }
 
     fn post_stats(&self, eos: bool) {
@@ -331,13 +429,29 @@ impl Output {
         settings: &Settings,
         element: &super::OldFilmRestore,
     ) {
-        let Done::Frame {
-            output,
-            restored,
-            processing_ms,
-        } = done
-        else {
-            return;
+        let (output, restored, processing_ms) = match done {
+            Done::Frame {
+                output,
+                restored,
+                processing_ms,
+            } => (output, restored, processing_ms),
+            Done::PostFailed { message, fatal: true } => {
+                self.error.get_or_insert(format!("diffusion engine failed: {message}"));
+                return;
+            }
+            Done::PostFailed { message, fatal: false } => {
+                gst::element_warning!(
+                    element,
+                    gst::StreamError::Failed,
+                    (
+                        "diffusion engine failed, continuing with the classic stages: {}",
+                        message
+                    )
+                );
+                self.provider = "none".into();
+                return;
+            }
+            _ => return,
         };
         let start = Instant::now();
         let tag = restored.tag;
@@ -445,6 +559,7 @@ impl Output {
             .field("processing-ms", per_frame(s.processing_ms))
             .field("unpack-ms", per_frame(s.unpack_ms))
             .field("pack-ms", per_frame(s.pack_ms))
+            .field("provider", self.provider.as_str())
             .field("eos", eos)
             .build();
         for (stage, total) in Stage::ALL.iter().zip(s.stage_ms) {
@@ -551,6 +666,79 @@ impl ObjectImpl for OldFilmRestore {
                     .default_value(DEFAULT_GRAIN_STRENGTH)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("engine")
+                    .nick("Diffusion engine")
+                    .blurb("Engine bundle folder (see engines/README.md) for the one-step diffusion prior run after the classic stages; empty: classic stages only. Default: empty")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("Where the engine runs: auto (TensorRT, then CUDA, then CPU, logging each fallback), cpu, cuda or tensorrt (an error if unavailable). The provider that really runs is in the stats message. Default: auto")
+                    .default_value(Some("auto"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("strength")
+                    .nick("Diffusion strength")
+                    .blurb("How much of the frame the prior may re-imagine (noise level of the img2img step). Range 0-1, default from the engine (0.3)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(engines::StreamParams::default().strength as f64)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("steps")
+                    .nick("Steps")
+                    .blurb("LCM denoising steps, run as a stream batch (adds steps-1 frames of latency); turbo bundles always take one. Range 1-8")
+                    .minimum(1)
+                    .maximum(8)
+                    .default_value(engines::StreamParams::default().steps as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("ssf-threshold")
+                    .nick("Similarity threshold")
+                    .blurb("Stochastic similarity filter: frames more similar than this to the last inferred one may skip inference. Range 0-1")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(engines::StreamParams::default().ssf_threshold as f64)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("ssf-max-skip")
+                    .nick("Most skips in a row")
+                    .blurb("Never skip inference on more than this many frames in a row. Range 0-1000")
+                    .maximum(1000)
+                    .default_value(engines::StreamParams::default().ssf_max_skip)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("temporal-blend")
+                    .nick("Temporal blend")
+                    .blurb("Rolling latent cache: how much of the previous latents static regions keep (0 = none). Range 0-1")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(engines::StreamParams::default().temporal_blend as f64)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("tile-size")
+                    .nick("Tile size")
+                    .blurb("Tile side for frames larger than the model input; 0 = the model's own size (the exported models have static shapes). Default 0")
+                    .default_value(engines::StreamParams::default().tile_size as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("tile-overlap")
+                    .nick("Tile overlap")
+                    .blurb("Pixels neighbouring tiles share, blended with feathered weights")
+                    .default_value(engines::StreamParams::default().tile_overlap as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("seed")
+                    .nick("Seed")
+                    .blurb("Seed of the fixed noise tensor and of the similarity filter's choices")
+                    .default_value(engines::StreamParams::default().seed)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("fallback", Fallback::Error)
+                    .nick("Fallback")
+                    .blurb("If the engine is missing, broken or fails: error (element error) or classic (warning, then the classic stages only). Default: error")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("compare", CompareMode::None)
                     .nick("Compare")
                     .blurb("Before/after view for preview: none, split (left original, right restored) or side-by-side (double width; renegotiates). Default: none")
@@ -595,6 +783,25 @@ impl ObjectImpl for OldFilmRestore {
                 return;
             }
             "stats-interval" => settings.stats_interval = value.get().expect("type checked upstream"),
+            "engine" => {
+                let path: Option<String> = value.get().expect("type checked upstream");
+                settings.engine = path.filter(|p| !p.is_empty());
+            }
+            "device" => {
+                let device: Option<String> = value.get().expect("type checked upstream");
+                settings.device = device.unwrap_or_else(|| "auto".into());
+            }
+            "strength" => settings.prior.strength = value.get::<f64>().expect("type checked upstream") as f32,
+            "steps" => settings.prior.steps = value.get::<u32>().expect("type checked upstream") as usize,
+            "ssf-threshold" => settings.prior.ssf_threshold = value.get::<f64>().expect("type checked upstream") as f32,
+            "ssf-max-skip" => settings.prior.ssf_max_skip = value.get().expect("type checked upstream"),
+            "temporal-blend" => {
+                settings.prior.temporal_blend = value.get::<f64>().expect("type checked upstream") as f32
+            }
+            "tile-size" => settings.prior.tile_size = value.get::<u32>().expect("type checked upstream") as usize,
+            "tile-overlap" => settings.prior.tile_overlap = value.get::<u32>().expect("type checked upstream") as usize,
+            "seed" => settings.prior.seed = value.get().expect("type checked upstream"),
+            "fallback" => settings.fallback = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
@@ -617,6 +824,17 @@ impl ObjectImpl for OldFilmRestore {
             "grain-strength" => settings.grain_strength.to_value(),
             "compare" => settings.compare.to_value(),
             "stats-interval" => settings.stats_interval.to_value(),
+            "engine" => settings.engine.to_value(),
+            "device" => settings.device.to_value(),
+            "strength" => (settings.prior.strength as f64).to_value(),
+            "steps" => (settings.prior.steps as u32).to_value(),
+            "ssf-threshold" => (settings.prior.ssf_threshold as f64).to_value(),
+            "ssf-max-skip" => settings.prior.ssf_max_skip.to_value(),
+            "temporal-blend" => (settings.prior.temporal_blend as f64).to_value(),
+            "tile-size" => (settings.prior.tile_size as u32).to_value(),
+            "tile-overlap" => (settings.prior.tile_overlap as u32).to_value(),
+            "seed" => settings.prior.seed.to_value(),
+            "fallback" => settings.fallback.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -703,7 +921,7 @@ impl BaseTransformImpl for OldFilmRestore {
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (in_info, format) = parse_caps(incaps).map_err(|m| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", m]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", m));
             gst::loggable_error!(CAT, "{}", m)
         })?;
         let out_info = gst_video::VideoInfo::from_caps(outcaps)
@@ -721,14 +939,28 @@ impl BaseTransformImpl for OldFilmRestore {
         } else {
             KernelCompare::None
         };
-        let radius = lock(&self.settings).temporal_radius as usize;
+        let settings = lock(&self.settings).clone();
+        let radius = settings.temporal_radius as usize;
         let geometry = format.geometry(in_info.width() as usize, in_info.height() as usize);
-        let worker = Worker::spawn(geometry, compare.output_geometry(geometry), radius, radius)
-            .map_err(|e| gst::loggable_error!(CAT, "cannot start the worker thread: {}", e))?;
+        let (post, provider, prior_latency) = self.open_prior(&settings, compare)?;
+        let on_failure = match settings.fallback {
+            Fallback::Error => OnPostFailure::Error,
+            Fallback::Classic => OnPostFailure::Continue,
+        };
+        let worker = Worker::spawn_with(
+            geometry,
+            compare.output_geometry(geometry),
+            radius,
+            radius,
+            post,
+            on_failure,
+        )
+        .map_err(|e| gst::loggable_error!(CAT, "cannot start the worker thread: {}", e))?;
         let fps = in_info.fps();
+        let latency_frames = (radius + prior_latency) as u64;
         let latency = if fps.numer() > 0 {
             gst::ClockTime::SECOND
-                .mul_div_floor(radius as u64 * fps.denom() as u64, fps.numer() as u64)
+                .mul_div_floor(latency_frames * fps.denom() as u64, fps.numer() as u64)
                 .unwrap_or(gst::ClockTime::ZERO)
         } else {
             gst::ClockTime::ZERO
@@ -756,6 +988,7 @@ impl BaseTransformImpl for OldFilmRestore {
                 error: None,
                 stats,
                 latency,
+                provider,
             },
             discont_pending: false,
         });
@@ -828,7 +1061,7 @@ impl BaseTransformImpl for OldFilmRestore {
             return Ok(GenerateOutputSuccess::NoOutput);
         };
         if lock(&self.state).is_none() {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["buffer before caps"]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }
         self.with_state(|state, settings| self.feed(state, settings, input))?;

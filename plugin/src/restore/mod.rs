@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod prior;
 
 pub use imp::CompareMode;
 

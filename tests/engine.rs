@@ -1,0 +1,92 @@
+//! `oldfilmrestore` with a diffusion engine bundle: the committed fixtures on ONNX Runtime's
+//! CPU provider (onnxruntime from pip, found as `engines` documents), and the failure modes.
+
+use kernels::PixelFormat;
+use oldfilm_tests::*;
+
+fn fixture(name: &str) -> String {
+    format!("{}/../engines/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const CLASSIC_OFF: [(&str, &str); 4] = [
+    ("deflicker", "false"),
+    ("blotches", "false"),
+    ("scratches", "false"),
+    ("grain", "false"),
+];
+
+fn run(
+    props: &[(&str, &str)],
+    format: PixelFormat,
+    w: usize,
+    h: usize,
+    n: u64,
+) -> (Vec<gst::Buffer>, Result<Vec<gst::Buffer>, gst::FlowError>) {
+    let mut harness = harness("oldfilmrestore", props);
+    harness.set_src_caps(caps(format, w as u32, h as u32));
+    let inputs: Vec<_> = (0..n).map(|i| timed_buffer(format, w, h, i)).collect();
+    for b in &inputs {
+        if let Err(e) = harness.push(b.clone()) {
+            return (inputs, Err(e));
+        }
+    }
+    assert!(harness.push_event(gst::event::Eos::new()));
+    let out = pull_all(&mut harness);
+    (inputs, Ok(out))
+}
+
+#[test]
+fn an_identity_engine_gives_the_frames_back_through_tiling_at_odd_sizes() {
+    let engine = fixture("identity-image");
+    for format in [PixelFormat::Gray8, PixelFormat::I420, PixelFormat::Rgb] {
+        let mut props = CLASSIC_OFF.to_vec();
+        // No noise, no skipping, no blending across frames: the engine must be exactly invertible.
+        props.extend([
+            ("engine", engine.as_str()),
+            ("device", "cpu"),
+            ("strength", "0"),
+            ("ssf-max-skip", "0"),
+            ("temporal-blend", "0"),
+        ]);
+        let (inputs, outputs) = run(&props, format, 37, 29, 4);
+        let outputs = outputs.expect("identity engine runs");
+        assert_eq!(outputs.len(), inputs.len(), "{format:?}: frames in != frames out");
+        for (a, b) in inputs.iter().zip(&outputs) {
+            assert_eq!(a.pts(), b.pts());
+            let (fa, fb) = (
+                frame_from_buffer(format, 37, 29, a),
+                frame_from_buffer(format, 37, 29, b),
+            );
+            let worst = fa
+                .luma
+                .data
+                .iter()
+                .zip(&fb.luma.data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1.5 / 255.0,
+                "{format:?}: identity engine changed luma by {worst}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tiny_turbo_engine_restores_every_frame_on_the_cpu() {
+    let engine = fixture("tiny-turbo");
+    let props = [("engine", engine.as_str()), ("device", "cpu")];
+    let (inputs, outputs) = run(&props, PixelFormat::I420, 64, 48, 6);
+    let outputs = outputs.expect("tiny turbo runs");
+    assert_eq!(outputs.len(), inputs.len());
+    assert!(inputs.iter().zip(&outputs).all(|(a, b)| a.pts() == b.pts()));
+}
+
+#[test]
+fn a_missing_engine_is_an_error_unless_fallback_is_classic() {
+    let (_, outputs) = run(&[("engine", "/nonexistent/bundle")], PixelFormat::Gray8, 16, 16, 3);
+    assert!(outputs.is_err(), "a missing engine must stop the stream");
+    let props = [("engine", "/nonexistent/bundle"), ("fallback", "classic")];
+    let (inputs, outputs) = run(&props, PixelFormat::Gray8, 16, 16, 3);
+    assert_eq!(outputs.expect("classic fallback runs").len(), inputs.len());
+}
