@@ -153,6 +153,13 @@ struct RestoreArgs {
     /// Before/after view in the output, for previews.
     #[arg(long, value_enum, value_name = "MODE")]
     compare: Option<Compare>,
+    /// Run the diffusion prior from this engine bundle after the classic stages
+    /// (see engines/README.md for exporting one).
+    #[arg(long, value_name = "DIR")]
+    engine: Option<PathBuf>,
+    /// Where the engine runs: auto, cpu, cuda or tensorrt (element default auto).
+    #[arg(long, value_name = "DEVICE", requires = "engine")]
+    device: Option<String>,
     /// Set any oldfilmrestore property (repeatable; `oldfilm info` lists them).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
@@ -259,6 +266,15 @@ fn restore_properties(args: &RestoreArgs) -> Result<Vec<Property>> {
             Compare::SideBySide => "side-by-side",
         };
         props.push(Property::new("compare", nick));
+    }
+    if let Some(engine) = &args.engine {
+        if !engine.is_dir() {
+            anyhow::bail!("engine bundle '{}' is not a folder", engine.display());
+        }
+        props.push(Property::new("engine", engine.to_string_lossy().as_ref()));
+    }
+    if let Some(device) = &args.device {
+        props.push(Property::new("device", device.as_str()));
     }
     for kv in &args.set {
         props.push(props::parse_set(kv)?);

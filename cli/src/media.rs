@@ -354,6 +354,12 @@ fn watch(pipeline: &gst::Pipeline, job: &Job, frames: &Frames) -> Result<Summary
                     };
                     bail!("'{input}' is not a video GStreamer can decode: {detail}");
                 }
+                if frames.written() == 0 {
+                    // Nothing reached the encoder (e.g. the engine could not be loaded at the
+                    // first caps): there is no file to save, and no preroll to finish.
+                    progress.abandon();
+                    bail!("cannot process '{input}': {detail}");
+                }
                 // Finish what was written so the output stays a valid file, then report.
                 finalise(pipeline, &bus, from);
                 let written = frames.written();
@@ -400,7 +406,9 @@ fn finalise(pipeline: &gst::Pipeline, bus: &gst::Bus, from: Origin) {
         _ => pipeline.by_name("finish").and_then(|f| f.static_pad("sink")),
     };
     if let Some(pad) = pad {
-        pad.send_event(gst::event::Eos::new());
+        // From another thread: a sink still waiting to preroll would block this one for good;
+        // setting the pipeline to NULL afterwards releases it.
+        std::thread::spawn(move || pad.send_event(gst::event::Eos::new()));
         let _ = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos]);
     }
 }

@@ -150,3 +150,27 @@ fn a_truncated_file_fails_clearly_and_keeps_a_valid_output() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn restore_runs_a_diffusion_engine_and_reports_an_unusable_device_in_one_line() {
+    let dir = temp_dir("engine");
+    let clip = make_clip(&dir);
+    let engine = format!("{}/../engines/fixtures/tiny-turbo", env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("out.mkv");
+    let o = oldfilm(&["restore", s(&clip), s(&out), "--engine", &engine, "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("30 frames in, 30 out"), "{}", stderr(&o));
+    // The CPU-only onnxruntime wheel has no CUDA provider: asking for it is a clear error.
+    let o = oldfilm(&[
+        "restore",
+        s(&clip),
+        s(&dir.join("cuda.mkv")),
+        "--engine",
+        &engine,
+        "--device",
+        "cuda",
+    ]);
+    assert_one_line_error(&o, "cannot use diffusion engine");
+    let o = oldfilm(&["restore", s(&clip), s(&out), "--engine", "/nonexistent/bundle"]);
+    assert_one_line_error(&o, "engine bundle '/nonexistent/bundle' is not a folder");
+}
