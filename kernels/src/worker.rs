@@ -319,6 +319,7 @@ fn deliver<T>(
     output: Option<Box<WorkFrame>>,
     restored: Restored<T>,
     processing_ms: f64,
+    use_post: bool,
 ) -> bool {
     let Some(runner) = post.as_mut() else {
         return done
@@ -329,7 +330,7 @@ fn deliver<T>(
             })
             .is_ok();
     };
-    let inside = match output.as_deref() {
+    let inside = match output.as_deref().filter(|_| use_post) {
         Some(frame) => match runner.stage.push(frame, restored.starts_shot) {
             Ok(()) => true,
             Err(message) => return fail(post, done, message, output, restored, processing_ms),
@@ -398,7 +399,9 @@ fn run<T>(
                 input_returner.put(frame);
             }
             let processing_ms = start.elapsed().as_secs_f64() * 1e3 + restored.times.ms[0];
-            if !deliver(post, &done, output, restored, processing_ms) {
+            // A compare view is composed already: the post stage would see the original half too.
+            let use_post = params.compare == crate::compare::CompareMode::None;
+            if !deliver(post, &done, output, restored, processing_ms, use_post) {
                 return false;
             }
         }
@@ -578,6 +581,14 @@ mod tests {
     type PostRun = (Vec<(u32, f32)>, Vec<(String, bool)>);
 
     fn run_post(fail_at: Option<usize>, on_failure: OnPostFailure) -> PostRun {
+        run_post_with(fail_at, on_failure, crate::compare::CompareMode::None)
+    }
+
+    fn run_post_with(
+        fail_at: Option<usize>,
+        on_failure: OnPostFailure,
+        compare: crate::compare::CompareMode,
+    ) -> PostRun {
         let post = Delay {
             held: VecDeque::new(),
             ready: VecDeque::new(),
@@ -592,6 +603,7 @@ mod tests {
                 scratches: None,
                 grain: None,
             },
+            compare,
             ..RestoreParams::default()
         };
         let (mut frames, mut failures) = (Vec::new(), Vec::new());
@@ -624,6 +636,14 @@ mod tests {
         for (tag, v) in frames {
             assert!((v - (tag as f32 / 10.0 + 0.25)).abs() < 1e-6, "frame {tag} is {v}");
         }
+    }
+
+    #[test]
+    fn compare_views_skip_the_post_stage() {
+        let (frames, _) = run_post_with(None, OnPostFailure::Error, crate::compare::CompareMode::Split);
+        assert_eq!(frames.len(), 8);
+        // No frame went through the stage (it would have added 0.25).
+        assert!(frames.iter().all(|(tag, v)| (v - *tag as f32 / 10.0).abs() < 1e-6));
     }
 
     #[test]
