@@ -1,6 +1,7 @@
 //! Planar RGB frames, the conversion from and to the working frame, the Gaussian colour fix and the similarity
 //! filter's thumbnail.
 
+use kernels::formats::{rgb_to_ycbcr, ycbcr_to_rgb, KB, KG, KR};
 use kernels::{Chroma, Geometry, WorkFrame};
 use rayon::prelude::*;
 
@@ -10,27 +11,6 @@ pub struct RgbImage {
     pub width: usize,
     pub height: usize,
     pub data: Vec<f32>,
-}
-
-// Full-range BT.601, as in kernels::formats (whose conversion functions are private to it).
-const KR: f32 = 0.299;
-const KB: f32 = 0.114;
-const KG: f32 = 1.0 - KR - KB;
-
-#[inline]
-fn ycbcr_to_rgb(y: f32, cb: f32, cr: f32) -> (f32, f32, f32) {
-    let r = y + 2.0 * (1.0 - KR) * (cr - 0.5);
-    let b = y + 2.0 * (1.0 - KB) * (cb - 0.5);
-    let g = (y - KR * r - KB * b) / KG;
-    (r, g, b)
-}
-
-#[inline]
-fn rgb_to_ycbcr(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
-    let y = KR * r + KG * g + KB * b;
-    let cb = (b - y) / (2.0 * (1.0 - KB)) + 0.5;
-    let cr = (r - y) / (2.0 * (1.0 - KR)) + 0.5;
-    (y, cb, cr)
 }
 
 impl RgbImage {

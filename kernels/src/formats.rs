@@ -289,20 +289,23 @@ pub struct PlaneMut<'a> {
 }
 
 // Full-range BT.601, the usual choice for film scans without colour metadata.
-const KR: f32 = 0.299;
-const KB: f32 = 0.114;
-const KG: f32 = 1.0 - KR - KB;
+/// BT.601 luma weights, shared with everyone converting to and from RGB.
+pub const KR: f32 = 0.299;
+pub const KB: f32 = 0.114;
+pub const KG: f32 = 1.0 - KR - KB;
 
+/// Full-range BT.601 R'G'B' to Y'CbCr (chroma centred on 0.5), all in [0, 1].
 #[inline]
-fn rgb_to_ycbcr(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+pub fn rgb_to_ycbcr(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let y = KR * r + KG * g + KB * b;
     let cb = (b - y) / (2.0 * (1.0 - KB)) + 0.5;
     let cr = (r - y) / (2.0 * (1.0 - KR)) + 0.5;
     (y, cb, cr)
 }
 
+/// The inverse of [`rgb_to_ycbcr`].
 #[inline]
-fn ycbcr_to_rgb(y: f32, cb: f32, cr: f32) -> (f32, f32, f32) {
+pub fn ycbcr_to_rgb(y: f32, cb: f32, cr: f32) -> (f32, f32, f32) {
     let r = y + 2.0 * (1.0 - KR) * (cr - 0.5);
     let b = y + 2.0 * (1.0 - KB) * (cb - 0.5);
     let g = (y - KR * r - KB * b) / KG;
