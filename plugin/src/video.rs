@@ -31,6 +31,23 @@ pub fn supported_caps() -> gst::Caps {
     gst_video::VideoCapsBuilder::new().format_list(FORMATS).build()
 }
 
+/// Always-present `sink` and `src` templates with [`supported_caps`] (same caps in and out).
+pub fn filter_pad_templates() -> Vec<gst::PadTemplate> {
+    let caps = supported_caps();
+    [("src", gst::PadDirection::Src), ("sink", gst::PadDirection::Sink)]
+        .into_iter()
+        .map(|(name, direction)| {
+            gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &caps).expect("static template")
+        })
+        .collect()
+}
+
+/// Locks settings or state; a panic elsewhere must not take the element down with a poisoned
+/// lock.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn pixel_format(format: gst_video::VideoFormat) -> Option<PixelFormat> {
     PixelFormat::from_caps_name(format.to_str())
 }

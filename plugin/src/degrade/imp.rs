@@ -1,7 +1,7 @@
 //! The `oldfilmdegrade` subclass: a `VideoFilter` that unpacks each frame, damages it with the
 //! seeded `kernels::degrade::Degrader`, and packs it back (or packs the damage mask instead).
 
-use crate::video::{copy_packed_rows, pack_frame, parse_caps, supported_caps, unpack_frame};
+use crate::video::{copy_packed_rows, filter_pad_templates, lock, pack_frame, parse_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -9,7 +9,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 use kernels::degrade::{DamageParams, Degrader};
 use kernels::{PixelFormat, Plane, WorkFrame};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -96,10 +96,6 @@ struct State {
 pub struct OldFilmDegrade {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[glib::object_subclass]
@@ -196,15 +192,7 @@ impl ElementImpl for OldFilmDegrade {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = supported_caps();
-            vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
-                    .expect("static template"),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
-                    .expect("static template"),
-            ]
-        });
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(filter_pad_templates);
         PAD_TEMPLATES.as_ref()
     }
 }

@@ -3,7 +3,7 @@
 //! temporal window, and packed and pushed here, in order, with their input's timestamps.
 
 use super::prior::PriorStage;
-use crate::video::{copy_packed_rows, pack_frame, parse_caps, supported_caps, unpack_frame};
+use crate::video::{copy_packed_rows, filter_pad_templates, lock, pack_frame, parse_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -19,7 +19,7 @@ use kernels::restorer::{RestoreParams, Stage};
 use kernels::scratch::ScratchParams;
 use kernels::worker::{Done, OnPostFailure, PostStage, Worker};
 use kernels::{PixelFormat, WorkFrame};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -189,11 +189,6 @@ struct State {
 pub struct OldFilmRestore {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the element down with a poisoned lock.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl OldFilmRestore {
@@ -856,15 +851,7 @@ impl ElementImpl for OldFilmRestore {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = supported_caps();
-            vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
-                    .expect("static template"),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
-                    .expect("static template"),
-            ]
-        });
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(filter_pad_templates);
         PAD_TEMPLATES.as_ref()
     }
 }
