@@ -93,7 +93,17 @@ impl Deflicker {
             return ToneCorrection::IDENTITY;
         }
         let target = self.target(params.span, centre, future);
-        let full = fit_gain_offset(centre, &target);
+        let full = if is_mostly_one_level(centre) {
+            // Most of the frame is one level (a small object on black, a title card): the outer
+            // quantiles jump between background and object from frame to frame and say nothing
+            // about gain. Correct the level only.
+            ToneCorrection {
+                gain: 1.0,
+                offset: target[NQ / 2] - centre[NQ / 2],
+            }
+        } else {
+            fit_gain_offset(centre, &target)
+        };
         let s = params.strength.min(1.0);
         ToneCorrection {
             gain: 1.0 + s * (full.gain - 1.0),
@@ -167,6 +177,11 @@ impl LocalLinear {
             ((self.s2 * self.t0 - self.s1 * self.t1) / det) as f32
         }
     }
+}
+
+/// Whether the 30-70 % quantiles are (nearly) the same level.
+fn is_mostly_one_level(quantiles: &[f32; NQ]) -> bool {
+    quantiles[NQ - 3] - quantiles[2] < 0.02
 }
 
 /// Least-squares gain/offset taking `from` quantiles onto `to`, clamped to a sane range.
@@ -305,6 +320,24 @@ mod tests {
         neighbour.set(5, 5, 1.0);
         let t = fit_pixel_pairs(&neighbour, &centre, ToneCorrection::IDENTITY);
         assert!((t.map(0.95) - 0.8).abs() < 0.01 && t.map(0.0).abs() < 0.01, "{t:?}");
+    }
+
+    #[test]
+    fn a_small_object_on_black_does_not_make_the_gain_jump() {
+        // 85 % black, a bright object that sometimes reaches the 90 % quantile and sometimes not.
+        let frame = |object_in_q90: bool| {
+            let mut q = [0.02; NQ];
+            q[NQ - 1] = if object_in_q90 { 0.8 } else { 0.03 };
+            q
+        };
+        let mut d = Deflicker::new();
+        let params = DeflickerParams::default();
+        for i in 0..10 {
+            let cur = frame(i % 2 == 0);
+            let c = d.correction(&params, &cur, &[frame(i % 2 == 1), frame(i % 2 == 0)]);
+            assert!((c.gain - 1.0).abs() < 1e-6 && c.offset.abs() < 0.01, "frame {i}: {c:?}");
+            d.remember(i == 0, params.span, &cur);
+        }
     }
 
     #[test]
