@@ -262,6 +262,16 @@ struct Held<T> {
     inside: bool,
 }
 
+impl<T> Held<T> {
+    fn into_done(self) -> Done<T> {
+        Done::Frame {
+            output: self.output,
+            restored: self.restored,
+            processing_ms: self.processing_ms,
+        }
+    }
+}
+
 struct PostRunner<T> {
     stage: Box<dyn PostStage>,
     pending: VecDeque<Held<T>>,
@@ -283,12 +293,7 @@ impl<T> PostRunner<T> {
                 front.inside = false;
             }
             let Some(held) = self.pending.pop_front() else { break };
-            let message = Done::Frame {
-                output: held.output,
-                restored: held.restored,
-                processing_ms: held.processing_ms,
-            };
-            if done.send(message).is_err() {
+            if done.send(held.into_done()).is_err() {
                 return false;
             }
         }
@@ -298,12 +303,7 @@ impl<T> PostRunner<T> {
     /// Lets every held frame out as it is (after a failure): the classic result.
     fn release_all_as_is(&mut self, done: &Sender<Done<T>>) -> bool {
         for held in self.pending.drain(..) {
-            let message = Done::Frame {
-                output: held.output,
-                restored: held.restored,
-                processing_ms: held.processing_ms,
-            };
-            if done.send(message).is_err() {
+            if done.send(held.into_done()).is_err() {
                 return false;
             }
         }
