@@ -1,6 +1,7 @@
 //! `oldfilmrestore` with a diffusion engine bundle: the committed fixtures on ONNX Runtime's
 //! CPU provider (onnxruntime from pip, found as `engines` documents), and the failure modes.
 
+use gst::prelude::*;
 use kernels::PixelFormat;
 use oldfilm_tests::*;
 
@@ -89,4 +90,46 @@ fn a_missing_engine_is_an_error_unless_fallback_is_classic() {
     let props = [("engine", "/nonexistent/bundle"), ("fallback", "classic")];
     let (inputs, outputs) = run(&props, PixelFormat::Gray8, 16, 16, 3);
     assert_eq!(outputs.expect("classic fallback runs").len(), inputs.len());
+}
+
+#[test]
+fn stats_report_inferred_and_skipped_frames_and_the_provider() {
+    let engine = fixture("tiny-lcm");
+    let mut h = harness(
+        "oldfilmrestore",
+        &[
+            ("engine", engine.as_str()),
+            ("device", "cpu"),
+            ("steps", "2"),
+            ("ssf-threshold", "0.5"),
+            ("ssf-max-skip", "3"),
+        ],
+    );
+    let bus = gst::Bus::new();
+    h.element().expect("element").set_bus(Some(&bus));
+    h.set_src_caps(caps(PixelFormat::Gray8, 48, 40));
+    // One still picture: the similarity filter skips most frames, never more than 3 in a row.
+    let still = buffer_from_frame(PixelFormat::Gray8, &textured_frame(PixelFormat::Gray8, 48, 40, 7));
+    for i in 0..12 {
+        let mut b = still.copy();
+        stamp(b.get_mut().unwrap(), i);
+        h.push(b).expect("frame accepted");
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(pull_all(&mut h).len(), 12, "N in = N out with the stream batch drained");
+    let last = std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().map(|s| s.to_owned()),
+            _ => None,
+        })
+        .filter(|s| s.name() == "oldfilmrestore-stats")
+        .last()
+        .expect("a stats message at EOS");
+    let inferred = last.get::<u64>("frames-inferred").unwrap();
+    let skipped = last.get::<u64>("frames-skipped").unwrap();
+    assert_eq!(inferred + skipped, 12);
+    assert!(skipped >= 6 && inferred >= 3, "{inferred} inferred, {skipped} skipped");
+    assert_eq!(last.get::<&str>("provider").unwrap(), "CPUExecutionProvider");
+    assert!(last.get::<f64>("inference-ms").unwrap() > 0.0);
+    assert!(last.get::<u64>("unet-calls").unwrap() >= inferred);
 }

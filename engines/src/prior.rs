@@ -7,23 +7,16 @@
 //! low frequencies. `engines/export/reference.py` is the same algorithm in numpy, and the tests hold the two
 //! together.
 
-use crate::bundle::{Bundle, Kind, SchedulerSection};
+use crate::bundle::{Bundle, Kind};
 use crate::error::{EngineError, Result};
-use crate::image::{blur, colour_fix, thumbnail, RgbImage};
-use crate::latent_cache::LatentCache;
+use crate::image::RgbImage;
 use crate::models::Models;
-use crate::noise::{gaussian, noise_stream};
+use crate::overlap::{Out, Overlap};
 use crate::runtime::{Device, Provider, RuntimeOptions};
-use crate::schedule::{add_noise, coeffs, denoise, select_timesteps};
-use crate::ssf::SimilarityFilter;
-use crate::stream_batch::StreamBatch;
-use crate::tensor::Tensor;
-use crate::tiling::Grid;
+use crate::stages::{effective_steps, timesteps_for, Back, Core, Front, Ready, SharedStats};
 use kernels::{Chroma, Geometry, WorkFrame};
-use rayon::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// What can change while a stream runs (element properties).
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +72,10 @@ pub struct PriorConfig {
     pub intra_threads: usize,
     /// Let TensorRT build fp16 engines.
     pub trt_fp16: bool,
+    /// Run pre-processing, inference and post-processing on three threads with queues between them, so that they
+    /// overlap (the element's choice). Off: everything runs in `push`, and a frame with no stream-batch latency is
+    /// ready as soon as `push` returns.
+    pub overlap: bool,
     pub params: StreamParams,
 }
 
@@ -90,6 +87,7 @@ impl PriorConfig {
             ort_library: None,
             intra_threads: 0,
             trt_fp16: true,
+            overlap: false,
             params: StreamParams::default(),
         }
     }
@@ -116,44 +114,41 @@ pub struct PriorStats {
     pub last_inference_ms: f64,
 }
 
-struct Pending {
-    seq: u64,
-    input: RgbImage,
-    geometry: Option<Geometry>,
-    skipped: bool,
-    starts_shot: bool,
-    grid: Option<Grid>,
-    tiles: Tensor,
-    /// Input latents (diffusion) or input tiles (image), for the cache.
-    reference: Tensor,
-    out: Option<RgbImage>,
+/// Where the stages run.
+enum Run {
+    /// All three on the caller's thread: a frame is ready as soon as `push` returns (zero-latency bundles).
+    Inline(Box<Inline>),
+    /// On three threads with queues between them; frames come out as they are finished.
+    Overlapped(Overlapped),
 }
 
-struct Ready {
-    seq: u64,
-    skipped: bool,
-    image: RgbImage,
-    geometry: Option<Geometry>,
+struct Inline {
+    front: Front,
+    core: Core,
+    back: Back,
+}
+
+struct Overlapped {
+    threads: Overlap,
+    /// Frames pushed and not yet back from the post-processing thread.
+    in_flight: usize,
+    /// Most frames in flight before `push` waits for one to come back.
+    capacity: usize,
+    /// The first error a thread reported, kept for the next call; then a message saying why nothing runs.
+    failed: Option<EngineError>,
+    failure_message: Option<String>,
+    next_seq: u64,
 }
 
 pub struct DiffusionPrior {
     bundle: Bundle,
-    models: Models,
     provider: Provider,
     notes: Vec<String>,
     params: StreamParams,
     timesteps: Vec<usize>,
-    ssf: SimilarityFilter,
-    cache: LatentCache,
-    batch: StreamBatch<u64>,
-    noise: HashMap<(usize, usize), Vec<f32>>,
-    pending: VecDeque<Pending>,
+    run: Run,
     ready: VecDeque<Ready>,
-    /// The last frame that came out, with its input.
-    last_out: Option<(RgbImage, RgbImage)>,
-    last_size: Option<(usize, usize)>,
-    next_seq: u64,
-    stats: PriorStats,
+    stats: SharedStats,
 }
 
 impl DiffusionPrior {
@@ -169,35 +164,47 @@ impl DiffusionPrior {
         let mut notes = Vec::new();
         let (models, provider) = Models::load(&bundle, &options, &mut notes)?;
         tracing::info!(
-            "diffusion prior {} ({:?}) runs on {}",
+            "diffusion prior {} ({:?}) runs on {}{}",
             bundle.dir.display(),
             bundle.kind(),
-            provider.name()
+            provider.name(),
+            if config.overlap {
+                ", pre/post-processing overlapped"
+            } else {
+                ""
+            }
         );
         check_params(&bundle, &config.params)?;
-        let steps = effective_steps(&bundle, &config.params);
-        let timesteps = bundle
-            .scheduler()
-            .map(|s| select_timesteps(s, config.params.strength, steps))
-            .unwrap_or_default();
-        let p = &config.params;
+        let params = config.params;
+        let stats = SharedStats::default();
+        let m = &bundle.manifest.model;
+        let front = Front::new(&params, (m.width, m.height), stats.clone());
+        let core = Core::new(bundle.clone(), models, &params, stats.clone());
+        let back = Back::new(&params);
+        let run = if config.overlap {
+            let capacity = max_in_flight(&bundle, &params);
+            let threads = Overlap::spawn(front, core, back, capacity)
+                .map_err(|e| EngineError::Runtime(format!("cannot start the prior's threads: {e}")))?;
+            Run::Overlapped(Overlapped {
+                threads,
+                in_flight: 0,
+                capacity,
+                failed: None,
+                failure_message: None,
+                next_seq: 0,
+            })
+        } else {
+            Run::Inline(Box::new(Inline { front, core, back }))
+        };
         Ok(DiffusionPrior {
-            ssf: SimilarityFilter::new(p.ssf_threshold, p.ssf_max_skip, p.seed),
-            batch: StreamBatch::new(steps),
-            params: config.params,
+            timesteps: timesteps_for(&bundle, &params),
             bundle,
-            models,
             provider,
             notes,
-            timesteps,
-            cache: LatentCache::default(),
-            noise: HashMap::new(),
-            pending: VecDeque::new(),
+            params,
+            run,
             ready: VecDeque::new(),
-            last_out: None,
-            last_size: None,
-            next_seq: 0,
-            stats: PriorStats::default(),
+            stats,
         })
     }
 
@@ -211,8 +218,9 @@ impl DiffusionPrior {
         &self.notes
     }
 
-    pub fn stats(&self) -> &PriorStats {
-        &self.stats
+    /// Counters so far (a copy: the stages may be updating them on their threads).
+    pub fn stats(&self) -> PriorStats {
+        self.stats.lock().clone()
     }
 
     pub fn params(&self) -> &StreamParams {
@@ -231,36 +239,52 @@ impl DiffusionPrior {
     /// Inferred frames a frame waits behind before it comes out: `steps - 1` with a stream batch, else 0.
     /// Skipped frames wait in order behind frames still in flight.
     pub fn latency_frames(&self) -> usize {
-        self.batch.steps() - 1
+        effective_steps(&self.bundle, &self.params) - 1
+    }
+
+    /// Whether pre- and post-processing run on their own threads.
+    pub fn is_overlapped(&self) -> bool {
+        matches!(self.run, Run::Overlapped(_))
+    }
+
+    /// Frames that come out later than in line: one with the overlapped stages (a frame finishes while the next
+    /// is taken in), none in line.
+    pub fn overlap_lag_frames(&self) -> usize {
+        usize::from(self.is_overlapped())
+    }
+
+    /// Most frames the prior holds at once: the stream batch, the skipped frames that may wait behind it, and
+    /// with overlap the frames inside the queues. `push` waits rather than hold more.
+    pub fn max_in_flight(&self) -> usize {
+        max_in_flight(&self.bundle, &self.params)
     }
 
     /// Frames pushed and not yet popped.
     pub fn pending(&self) -> usize {
-        self.pending.len() + self.ready.len()
+        let inside = match &self.run {
+            Run::Inline(stages) => stages.core_pending(),
+            Run::Overlapped(o) => o.in_flight,
+        };
+        inside + self.ready.len()
     }
 
     /// Changes the live parameters. A change of `strength` or `steps` drains the frames in flight first (they come
     /// out with the old schedule); the rest applies from the next frame.
     pub fn update(&mut self, params: StreamParams) -> Result<()> {
         check_params(&self.bundle, &params)?;
-        let steps = effective_steps(&self.bundle, &params);
-        if params.strength != self.params.strength || steps != self.batch.steps() {
-            self.drain()?;
-            self.batch = StreamBatch::new(steps);
-            self.timesteps = self
-                .bundle
-                .scheduler()
-                .map(|s| select_timesteps(s, params.strength, steps))
-                .unwrap_or_default();
+        match &mut self.run {
+            Run::Inline(stages) => {
+                stages.front.update(&params);
+                stages.core.update(&params)?;
+                stages.collect(&mut self.ready);
+                stages.back.update(&params);
+            }
+            Run::Overlapped(o) => {
+                o.check()?;
+                o.send(|t| t.send_update(params.clone()))?;
+            }
         }
-        if params.seed != self.params.seed {
-            self.noise.clear();
-        }
-        self.ssf.threshold = params.ssf_threshold;
-        self.ssf.max_skip = params.ssf_max_skip;
-        if params.seed != self.params.seed {
-            self.ssf = SimilarityFilter::new(params.ssf_threshold, params.ssf_max_skip, params.seed);
-        }
+        self.timesteps = timesteps_for(&self.bundle, &params);
         self.params = params;
         Ok(())
     }
@@ -268,17 +292,29 @@ impl DiffusionPrior {
     /// Takes a working frame in (`starts_shot`: the first frame after a cut, which resets the filter and the
     /// cache). Returns its sequence number; restored frames come out of [`DiffusionPrior::pop`] in order.
     pub fn push(&mut self, frame: &WorkFrame, starts_shot: bool) -> Result<u64> {
-        self.push_inner(RgbImage::from_work_frame(frame), Some(frame.geometry), starts_shot)
+        check_size(frame.width(), frame.height())?;
+        match &mut self.run {
+            Run::Inline(stages) => {
+                let rgb = RgbImage::from_work_frame(frame);
+                stages.push(rgb, Some(frame.geometry), starts_shot, &mut self.ready)
+            }
+            Run::Overlapped(o) => o.push(|t| t.send_work(frame, starts_shot), &mut self.ready),
+        }
     }
 
     /// As [`DiffusionPrior::push`], for a planar RGB frame.
     pub fn push_rgb(&mut self, frame: RgbImage, starts_shot: bool) -> Result<u64> {
-        self.push_inner(frame, None, starts_shot)
+        check_size(frame.width, frame.height)?;
+        match &mut self.run {
+            Run::Inline(stages) => stages.push(frame, None, starts_shot, &mut self.ready),
+            Run::Overlapped(o) => o.push(|t| t.send_rgb(frame, starts_shot), &mut self.ready),
+        }
     }
 
-    /// The next restored frame, written into `out` (reallocated if its geometry is not the input's).
+    /// The next restored frame, written into `out` (reallocated if its geometry is not the input's). Does not
+    /// wait: with overlap, a frame comes out once its post-processing is done.
     pub fn pop(&mut self, out: &mut WorkFrame) -> Option<Restored> {
-        let r = self.ready.pop_front()?;
+        let r = self.next_ready()?;
         let geometry = r.geometry.unwrap_or(Geometry {
             width: r.image.width,
             height: r.image.height,
@@ -293,7 +329,7 @@ impl DiffusionPrior {
 
     /// The next restored frame as planar RGB.
     pub fn pop_rgb(&mut self) -> Option<(Restored, RgbImage)> {
-        let r = self.ready.pop_front()?;
+        let r = self.next_ready()?;
         Some((
             Restored {
                 seq: r.seq,
@@ -303,253 +339,205 @@ impl DiffusionPrior {
         ))
     }
 
-    /// Push then pop one frame: with no latency (turbo, image) `out` is this frame restored.
+    /// Push then pop one frame: with no latency (turbo, image) `out` is this frame restored (with overlap, this
+    /// waits for it).
     pub fn process(&mut self, frame: &WorkFrame, out: &mut WorkFrame, starts_shot: bool) -> Result<Option<Restored>> {
-        self.push(frame, starts_shot)?;
+        let seq = self.push(frame, starts_shot)?;
+        let no_latency = self.latency_frames() == 0;
+        if let Run::Overlapped(o) = &mut self.run {
+            if no_latency {
+                o.wait_for(seq, &mut self.ready)?;
+            }
+        }
         Ok(self.pop(out))
     }
 
     /// Runs the stream batch until every frame pushed is ready to pop (end of stream).
     pub fn drain(&mut self) -> Result<()> {
-        while !self.batch.is_empty() {
-            let t0 = Instant::now();
-            self.step()?;
-            self.account(t0);
-            self.resolve();
+        match &mut self.run {
+            Run::Inline(stages) => {
+                stages.core.drain()?;
+                stages.collect(&mut self.ready);
+                Ok(())
+            }
+            Run::Overlapped(o) => {
+                o.check()?;
+                o.send(|t| t.send_drain())?;
+                o.wait_marker(&mut self.ready, |m| matches!(m, Out::Drained))
+            }
         }
-        self.resolve();
-        Ok(())
     }
 
     /// Drops every frame in flight or waiting (flush, seek) and forgets the filter's and the cache's history.
     /// Returns how many frames were dropped.
     pub fn reset(&mut self) -> usize {
-        let dropped = self.pending.len() + self.ready.len();
-        self.batch.clear();
-        self.pending.clear();
+        let dropped = self.pending();
         self.ready.clear();
-        self.ssf.reset();
-        self.cache.reset();
-        self.last_out = None;
-        self.last_size = None;
+        match &mut self.run {
+            Run::Inline(stages) => {
+                stages.front.reset();
+                stages.core.reset();
+                stages.back.reset();
+            }
+            Run::Overlapped(o) => {
+                let mut discarded = VecDeque::new();
+                if o.send(|t| t.send_reset()).is_ok() {
+                    let _ = o.wait_marker(&mut discarded, |m| matches!(m, Out::ResetDone));
+                }
+                o.in_flight = 0;
+                o.failed = None;
+                o.failure_message = None;
+            }
+        }
         dropped
     }
 
-    fn push_inner(&mut self, input: RgbImage, geometry: Option<Geometry>, mut starts_shot: bool) -> Result<u64> {
-        if input.width == 0 || input.height == 0 {
-            return Err(EngineError::Frame(format!("{}x{} frame", input.width, input.height)));
+    fn next_ready(&mut self) -> Option<Ready> {
+        if let Run::Overlapped(o) = &mut self.run {
+            o.poll(&mut self.ready);
         }
-        if self.last_size != Some((input.width, input.height)) {
-            starts_shot = true;
-            self.last_size = Some((input.width, input.height));
+        self.ready.pop_front()
+    }
+}
+
+impl Inline {
+    fn push(
+        &mut self,
+        rgb: RgbImage,
+        geometry: Option<Geometry>,
+        starts_shot: bool,
+        ready: &mut VecDeque<Ready>,
+    ) -> Result<u64> {
+        let frame = self.front.prepare(rgb, geometry, starts_shot);
+        let seq = frame.seq;
+        let accepted = self.core.accept(frame);
+        self.collect(ready);
+        accepted.map(|_| seq)
+    }
+
+    /// Post-processes every frame the core has finished, in order.
+    fn collect(&mut self, ready: &mut VecDeque<Ready>) {
+        while let Some(item) = self.core.pop_done() {
+            ready.push_back(self.back.finish(item));
         }
+    }
+
+    fn core_pending(&self) -> usize {
+        self.core.queued()
+    }
+}
+
+impl Overlapped {
+    /// Sends one frame in, first waiting (and collecting what comes back) while the queues are full.
+    fn push(&mut self, send: impl FnOnce(&Overlap) -> bool, ready: &mut VecDeque<Ready>) -> Result<u64> {
+        self.check()?;
+        while self.in_flight >= self.capacity {
+            self.receive_blocking(ready)?;
+            self.check()?;
+        }
+        self.send(send)?;
+        self.in_flight += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let skipped = self.ssf.decide(seq, thumbnail(&input), starts_shot);
-        let mut p = Pending {
-            seq,
-            input,
-            geometry,
-            skipped,
-            starts_shot,
-            grid: None,
-            tiles: Tensor::default(),
-            reference: Tensor::default(),
-            out: None,
-        };
-        if skipped {
-            self.stats.frames_skipped += 1;
-            self.pending.push_back(p);
-            self.resolve();
-            return Ok(seq);
-        }
-        self.stats.frames_inferred += 1;
-        let t0 = Instant::now();
-        let m = &self.bundle.manifest.model;
-        let (tw, th) = (m.width, m.height);
-        let grid = Grid::new(p.input.width, p.input.height, tw, th, self.params.tile_overlap);
-        p.tiles = Tensor {
-            shape: vec![grid.len(), 3, th, tw],
-            data: grid.extract_all(&p.input),
-        };
-        p.grid = Some(grid);
-        match &mut self.models {
-            Models::Image(model) => {
-                let mut y = model.run(&p.tiles)?;
-                if p.starts_shot {
-                    self.cache.reset();
-                }
-                let shape = (y.len(), 3, th, tw);
-                self.cache.apply(
-                    &p.tiles.data,
-                    &mut y.data,
-                    shape,
-                    self.params.temporal_blend,
-                    self.params.cache_tolerance,
-                );
-                p.out = Some(finish_tiles(y, &p, self.params.colour_fix_sigma));
-                self.pending.push_back(p);
-            }
-            Models::Diffusion(d) => {
-                let z0 = d.encode(&p.tiles)?;
-                let s = self.bundle.manifest.scheduler.as_ref().expect("validated");
-                let (a, b) = coeffs(s, self.timesteps[0]);
-                let mut zt = z0.clone();
-                for i in 0..z0.len() {
-                    let eps = fixed_noise(&mut self.noise, self.params.seed, i, 0, z0.item_len());
-                    add_noise(z0.item(i), eps, a, b, zt.item_mut(i));
-                }
-                p.reference = z0;
-                self.pending.push_back(p);
-                self.batch.push(zt, seq);
-                self.step()?;
-            }
-        }
-        self.account(t0);
-        self.resolve();
+        self.poll(ready);
         Ok(seq)
     }
 
-    /// One batched UNet call; finishes the frame at the last stage.
-    fn step(&mut self) -> Result<()> {
-        let Models::Diffusion(d) = &mut self.models else {
-            return Ok(());
-        };
-        let s: &SchedulerSection = self.bundle.manifest.scheduler.as_ref().expect("validated");
-        let timesteps = &self.timesteps;
-        let (noise, seed) = (&mut self.noise, self.params.seed);
-        let unet_calls = &mut self.stats.unet_calls;
-        let finished = self.batch.step(
-            |latents, stages| {
-                let ts: Vec<usize> = stages.iter().map(|&st| timesteps[st]).collect();
-                *unet_calls += 1;
-                let mut pred = d.predict(latents, &ts)?;
-                for (i, &t) in ts.iter().enumerate() {
-                    denoise(s, t, latents.item(i), pred.item_mut(i));
-                }
-                Ok::<_, EngineError>(pred)
-            },
-            |stage, lat| {
-                let (a, b) = coeffs(s, timesteps[stage]);
-                for i in 0..lat.len() {
-                    let eps = fixed_noise(noise, seed, i, stage, lat.item_len());
-                    let x0 = lat.item(i).to_vec();
-                    add_noise(&x0, eps, a, b, lat.item_mut(i));
-                }
-            },
-        )?;
-        if let Some((seq, den)) = finished {
-            self.finish(seq, den)?;
+    fn send(&mut self, send: impl FnOnce(&Overlap) -> bool) -> Result<()> {
+        if send(&self.threads) {
+            Ok(())
+        } else {
+            Err(EngineError::Runtime(
+                "the diffusion prior's threads have stopped".into(),
+            ))
         }
+    }
+
+    /// The error a thread reported, once; then the same message on every later call until a reset.
+    fn check(&mut self) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        match &self.failure_message {
+            Some(m) => Err(EngineError::Frame(format!(
+                "the diffusion prior stopped after an error: {m}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Collects whatever has come back, without waiting.
+    fn poll(&mut self, ready: &mut VecDeque<Ready>) {
+        while let Some(out) = self.threads.try_recv() {
+            self.take(out, ready);
+        }
+    }
+
+    fn receive_blocking(&mut self, ready: &mut VecDeque<Ready>) -> Result<()> {
+        let out = self
+            .threads
+            .recv()
+            .ok_or_else(|| EngineError::Runtime("the diffusion prior's threads have stopped".into()))?;
+        self.take(out, ready);
         Ok(())
     }
 
-    fn finish(&mut self, seq: u64, mut den: Tensor) -> Result<()> {
-        let Models::Diffusion(d) = &mut self.models else {
-            return Ok(());
-        };
-        let p = self
-            .pending
-            .iter_mut()
-            .find(|p| p.seq == seq)
-            .expect("a frame in flight is pending");
-        if p.starts_shot {
-            self.cache.reset();
+    fn take(&mut self, out: Out, ready: &mut VecDeque<Ready>) -> bool {
+        match out {
+            Out::Frame(r) => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                ready.push_back(r);
+                false
+            }
+            Out::Failed(e) => {
+                self.failure_message = Some(e.to_string());
+                self.failed = Some(e);
+                false
+            }
+            Out::Drained | Out::ResetDone => true,
         }
-        let (c, w, h) = d.latent_shape();
-        let n = den.len();
-        self.cache.apply(
-            &p.reference.data,
-            &mut den.data,
-            (n, c, h, w),
-            self.params.temporal_blend,
-            self.params.cache_tolerance,
-        );
-        let y = d.decode(&den)?;
-        p.out = Some(finish_tiles(y, p, self.params.colour_fix_sigma));
+    }
+
+    /// Collects frames until the marker `is_marker` accepts comes back.
+    fn wait_marker(&mut self, ready: &mut VecDeque<Ready>, is_marker: impl Fn(&Out) -> bool) -> Result<()> {
+        loop {
+            let out = self
+                .threads
+                .recv()
+                .ok_or_else(|| EngineError::Runtime("the diffusion prior's threads have stopped".into()))?;
+            let done = is_marker(&out);
+            self.take(out, ready);
+            if done {
+                // Frames a failed core dropped never come back.
+                if self.failed.is_some() || self.failure_message.is_some() {
+                    self.in_flight = 0;
+                }
+                return self.check();
+            }
+        }
+    }
+
+    /// Collects frames until frame `seq` is ready.
+    fn wait_for(&mut self, seq: u64, ready: &mut VecDeque<Ready>) -> Result<()> {
+        while !ready.iter().any(|r| r.seq == seq) {
+            self.check()?;
+            self.receive_blocking(ready)?;
+        }
         Ok(())
     }
-
-    /// Moves finished frames, in order, to the ready queue; a skipped frame is made when its turn comes.
-    fn resolve(&mut self) {
-        while let Some(front) = self.pending.front_mut() {
-            if front.skipped {
-                let out = match &self.last_out {
-                    Some((last_out, last_in))
-                        if (last_out.width, last_out.height) == (front.input.width, front.input.height) =>
-                    {
-                        reuse(last_out, last_in, &front.input, self.params.colour_fix_sigma)
-                    }
-                    _ => front.input.clone(),
-                };
-                front.out = Some(out);
-            }
-            if front.out.is_none() {
-                return;
-            }
-            let p = self.pending.pop_front().expect("front");
-            let image = p.out.expect("checked");
-            self.last_out = Some((image.clone(), p.input));
-            self.ready.push_back(Ready {
-                seq: p.seq,
-                skipped: p.skipped,
-                image,
-                geometry: p.geometry,
-            });
-        }
-    }
-
-    fn account(&mut self, t0: Instant) {
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        self.stats.last_inference_ms = ms;
-        self.stats.inference_ms_total += ms;
-    }
 }
 
-/// A skipped frame: the last restored frame moved by the change of the input's low frequencies since then, so a
-/// still scene is reused as it was while fades and small changes of tone still show.
-fn reuse(last_out: &RgbImage, last_in: &RgbImage, input: &RgbImage, sigma: f32) -> RgbImage {
-    let mut out = last_out.clone();
-    if sigma > 0.0 {
-        let change: Vec<f32> = input.data.iter().zip(&last_in.data).map(|(a, b)| a - b).collect();
-        let low = blur(&change, 3, out.width, out.height, sigma);
-        for (v, d) in out.data.iter_mut().zip(&low) {
-            *v += d;
-        }
+/// See [`DiffusionPrior::max_in_flight`]: the similarity filter lets at most `ssf_max_skip` frames wait behind the
+/// stream batch before an inferred frame moves it on, so this bound can never stop the stream.
+fn max_in_flight(bundle: &Bundle, params: &StreamParams) -> usize {
+    effective_steps(bundle, params) + params.ssf_max_skip as usize + 3
+}
+
+fn check_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(EngineError::Frame(format!("{width}x{height} frame")));
     }
-    out.clamp01();
-    out
-}
-
-/// Per-tile colour fix against the input tiles, then the feathered blend.
-fn finish_tiles(mut y: Tensor, p: &Pending, sigma: f32) -> RgbImage {
-    let grid = p.grid.as_ref().expect("inferred frames have a grid");
-    let (th, tw) = (y.shape[2], y.shape[3]);
-    let item = y.item_len();
-    y.data
-        .par_chunks_mut(item)
-        .zip(p.tiles.data.par_chunks(item))
-        .for_each(|(out, tile)| colour_fix(out, tile, 3, tw, th, sigma));
-    grid.blend(&y.data)
-}
-
-fn fixed_noise(
-    cache: &mut HashMap<(usize, usize), Vec<f32>>,
-    seed: u64,
-    tile: usize,
-    stage: usize,
-    len: usize,
-) -> &[f32] {
-    cache
-        .entry((tile, stage))
-        .or_insert_with(|| gaussian(seed, noise_stream(tile, stage), len))
-}
-
-fn effective_steps(bundle: &Bundle, p: &StreamParams) -> usize {
-    match bundle.kind() {
-        Kind::Lcm => p.steps.max(1),
-        Kind::Turbo | Kind::Image => 1,
-    }
+    Ok(())
 }
 
 fn check_params(bundle: &Bundle, p: &StreamParams) -> Result<()> {

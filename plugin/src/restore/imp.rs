@@ -2,7 +2,7 @@
 //! worker. Frames are unpacked here, restored on the worker thread (`kernels::worker`) over a
 //! temporal window, and packed and pushed here, in order, with their input's timestamps.
 
-use super::prior::PriorStage;
+use super::prior::{PriorStage, SharedPriorStats};
 use crate::video::{copy_packed_rows, filter_pad_templates, lock, pack_frame, parse_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
@@ -175,6 +175,29 @@ struct Output {
     latency: gst::ClockTime,
     /// Execution provider running the diffusion prior, or "none".
     provider: String,
+    /// The diffusion prior's counters, when it runs.
+    prior_stats: Option<SharedPriorStats>,
+}
+
+/// The diffusion prior as the worker will run it, or none.
+struct OpenedPrior {
+    stage: Option<Box<dyn PostStage>>,
+    /// Execution provider, or "none".
+    provider: String,
+    /// Frames the prior holds back (stream batch and overlap).
+    latency: usize,
+    stats: Option<SharedPriorStats>,
+}
+
+impl OpenedPrior {
+    fn none() -> Self {
+        OpenedPrior {
+            stage: None,
+            provider: "none".into(),
+            latency: 0,
+            stats: None,
+        }
+    }
 }
 
 /// Per-stream state, created when caps are set and dropped on stop.
@@ -318,13 +341,9 @@ impl OldFilmRestore {
     /// Loads the diffusion engine if one is set: the worker's post stage, the provider that
     /// runs it, and the frames of latency it adds.
     #[allow(clippy::type_complexity)]
-    fn open_prior(
-        &self,
-        settings: &Settings,
-        compare: KernelCompare,
-    ) -> Result<(Option<Box<dyn PostStage>>, String, usize), gst::LoggableError> {
+    fn open_prior(&self, settings: &Settings, compare: KernelCompare) -> Result<OpenedPrior, gst::LoggableError> {
         let Some(bundle) = &settings.engine else {
-            return Ok((None, "none".into(), 0));
+            return Ok(OpenedPrior::none());
         };
         if compare == KernelCompare::SideBySide {
             gst::warning!(
@@ -332,7 +351,7 @@ impl OldFilmRestore {
                 imp = self,
                 "the diffusion prior is not run in side-by-side compare mode"
             );
-            return Ok((None, "none".into(), 0));
+            return Ok(OpenedPrior::none());
         }
         let opened = settings
             .device
@@ -342,6 +361,8 @@ impl OldFilmRestore {
                 let mut config = engines::PriorConfig::new(bundle);
                 config.device = device;
                 config.params = settings.prior.clone();
+                // Pre- and post-processing of the neighbouring frames run while a frame is in the models.
+                config.overlap = true;
                 engines::DiffusionPrior::new(config).map_err(|e| e.to_string())
             });
         match opened {
@@ -350,13 +371,19 @@ impl OldFilmRestore {
                     gst::warning!(CAT, imp = self, "{}", note);
                 }
                 let provider = prior.provider().to_string();
-                let latency = prior.latency_frames();
+                let latency = prior.latency_frames() + prior.overlap_lag_frames();
                 gst::info!(
                     CAT,
                     imp = self,
                     "diffusion engine {bundle} on {provider}, {latency} frames of latency"
                 );
-                Ok((Some(Box::new(PriorStage::new(prior))), provider, latency))
+                let stage = PriorStage::new(prior);
+                Ok(OpenedPrior {
+                    stats: Some(stage.stats()),
+                    stage: Some(Box::new(stage)),
+                    provider,
+                    latency,
+                })
             }
             Err(message) if settings.fallback == Fallback::Classic => {
                 gst::element_imp_warning!(
@@ -368,7 +395,7 @@ impl OldFilmRestore {
                         message
                     )
                 );
-                Ok((None, "none".into(), 0))
+                Ok(OpenedPrior::none())
             }
             Err(message) => {
                 gst::element_imp_error!(
@@ -536,6 +563,12 @@ impl Output {
         Ok(())
     }
 
+    /// The prior's counters (zero when it does not run).
+    fn prior_counters(&self) -> engines::PriorStats {
+        let stats = self.prior_stats.as_ref().map(|s| s.lock().map(|s| s.clone()));
+        stats.and_then(Result::ok).unwrap_or_default()
+    }
+
     fn stats_message(&self, element: &super::OldFilmRestore, eos: bool) -> gst::Message {
         let s = &self.stats;
         let per_frame = |total: f64| {
@@ -557,6 +590,16 @@ impl Output {
             .field("provider", self.provider.as_str())
             .field("eos", eos)
             .build();
+        let prior = self.prior_counters();
+        let per_inferred = if prior.frames_inferred > 0 {
+            prior.inference_ms_total / prior.frames_inferred as f64
+        } else {
+            0.0
+        };
+        structure.set("frames-inferred", prior.frames_inferred);
+        structure.set("frames-skipped", prior.frames_skipped);
+        structure.set("unet-calls", prior.unet_calls);
+        structure.set("inference-ms", per_inferred);
         for (stage, total) in Stage::ALL.iter().zip(s.stage_ms) {
             structure.set(format!("{}-ms", stage.name()), per_frame(total));
         }
@@ -929,7 +972,12 @@ impl BaseTransformImpl for OldFilmRestore {
         let settings = lock(&self.settings).clone();
         let radius = settings.temporal_radius as usize;
         let geometry = format.geometry(in_info.width() as usize, in_info.height() as usize);
-        let (post, provider, prior_latency) = self.open_prior(&settings, compare)?;
+        let OpenedPrior {
+            stage: post,
+            provider,
+            latency: prior_latency,
+            stats: prior_stats,
+        } = self.open_prior(&settings, compare)?;
         let on_failure = match settings.fallback {
             Fallback::Error => OnPostFailure::Error,
             Fallback::Classic => OnPostFailure::Continue,
@@ -976,6 +1024,7 @@ impl BaseTransformImpl for OldFilmRestore {
                 stats,
                 latency,
                 provider,
+                prior_stats,
             },
             discont_pending: false,
         });
