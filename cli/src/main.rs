@@ -4,6 +4,7 @@
 //! statically, so no GST_PLUGIN_PATH is needed) and reports errors as one line naming the file
 //! and what is wrong.
 
+mod export;
 mod info;
 mod media;
 mod progress;
@@ -67,6 +68,14 @@ are scored and a warning says so. The report goes to stdout (a table, or JSON wi
 --sheet writes a PNG of four frames spread over the clip, input | restored | reference, to\n\
 look at.";
 
+const EXPORT_ABOUT: &str = "\
+Export an engine bundle for oldfilmrestore's diffusion prior: TAESD encoder and decoder, the UNet
+and the prompt embeddings as ONNX + safetensors, with a manifest. It runs the project's Python
+exporter (built into this binary) in your Python, which needs the exporter's packages (torch,
+diffusers, transformers, onnx: write requirements.txt out with --write-script DIR). Real weights
+must already be on disk or in the Hugging Face cache: nothing is downloaded. The bundle written
+is then opened with the element's own checks.";
+
 const INFO_ABOUT: &str = "\
 Show the version, every property of oldfilmrestore and oldfilmdegrade with its range and\n\
 default (any of them can be set with `--set NAME=VALUE`), and whether the encoders for .mkv\n\
@@ -104,6 +113,15 @@ oldfilm score --ref clean.mkv --input damaged.mkv --mask mask.mkv --json restore
 oldfilm score --ref clean.mkv --input damaged.mkv --sheet sheet.png restored.mkv"
     )]
     Score(ScoreArgs),
+    /// Export an engine bundle for the diffusion prior (runs the Python exporter).
+    #[command(
+        long_about = EXPORT_ABOUT,
+        after_help = "Examples:\n  oldfilm export bundles/sd-turbo --from-pretrained stabilityai/sd-turbo --batch 1 --fp16\n  \
+oldfilm export bundles/lcm --from-pretrained runwayml/stable-diffusion-v1-5 --lcm-lora latent-consistency/lcm-lora-sdv1-5 --kind lcm\n  \
+oldfilm export bundles/random --random-weights\n  \
+oldfilm export bundles/mycnn --image-model restore.onnx --range minus-one-one --size 256"
+    )]
+    Export(export::ExportArgs),
     /// Show the version, the elements and their properties, and the encoders available.
     #[command(
         long_about = INFO_ABOUT
@@ -376,6 +394,14 @@ fn degrade(args: DegradeArgs) -> Result<()> {
 }
 
 fn run(command: Command) -> Result<()> {
+    match command {
+        // The exporter needs Python, not GStreamer.
+        Command::Export(args) => export::export(args),
+        other => run_with_gstreamer(other),
+    }
+}
+
+fn run_with_gstreamer(command: Command) -> Result<()> {
     gst::init().context("cannot initialise GStreamer")?;
     gstoldfilm::register_static().context("cannot register the oldfilm elements")?;
     match command {
@@ -383,6 +409,7 @@ fn run(command: Command) -> Result<()> {
         Command::Degrade(args) => degrade(args),
         Command::Score(args) => score::score(args),
         Command::Info => info::info(),
+        Command::Export(args) => export::export(args),
     }
 }
 
