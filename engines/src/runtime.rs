@@ -4,6 +4,10 @@
 //! The library is loaded at run time (`ort`'s `load-dynamic`), from `ORT_DYLIB_PATH` or from the `onnxruntime`
 //! (or `onnxruntime-gpu`) pip wheel that Python can import. Nothing is linked or downloaded at build time.
 
+mod device;
+
+pub use device::{DeviceBuffer, DeviceOutput, DeviceTensor, DeviceType};
+
 use crate::bundle::{Bundle, DType};
 use crate::error::{EngineError, Result};
 use crate::tensor::Tensor;

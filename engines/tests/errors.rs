@@ -103,8 +103,6 @@ fn settings_that_do_not_fit_the_bundle() {
 #[test]
 fn explicit_cuda_or_tensorrt_without_them_is_an_error() {
     require_onnxruntime();
-    let has_gpu_ort = engines::runtime::Provider::Cuda.name().is_empty(); // never: keeps the intent readable
-    assert!(!has_gpu_ort);
     for device in [Device::Cuda, Device::TensorRt] {
         match open(bundle("tiny-turbo"), device) {
             // A machine with onnxruntime-gpu and a GPU really runs there: then the provider says so.
