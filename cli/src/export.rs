@@ -30,11 +30,11 @@ pub enum Range {
 }
 
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("source").required(true).multiple(false))]
+#[command(group = clap::ArgGroup::new("source").multiple(false))]
 pub struct ExportArgs {
-    /// Bundle folder to write.
-    #[arg(value_name = "OUT")]
-    out: PathBuf,
+    /// Bundle folder to write (with one of --from-pretrained, --random-weights, --tiny, --identity, --image-model).
+    #[arg(value_name = "OUT", required_unless_present = "write_script")]
+    out: Option<PathBuf>,
     /// A diffusers pipeline already on disk or in the Hugging Face cache (e.g. stabilityai/sd-turbo); nothing is
     /// downloaded.
     #[arg(long, value_name = "DIR_OR_ID", group = "source")]
@@ -84,15 +84,24 @@ pub struct ExportArgs {
     /// Python interpreter with the exporter's packages (default: $OLDFILM_PYTHON, else python3).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
-    /// Also write the exporter and its requirements.txt into this folder (to read or to install from).
+    /// Write the exporter and its requirements.txt into this folder (to read, or to `pip install -r` from); alone,
+    /// that is all the command does.
     #[arg(long, value_name = "DIR")]
     write_script: Option<PathBuf>,
 }
 
 impl ExportArgs {
     /// The exporter's command line for these arguments.
-    fn script_args(&self) -> Vec<String> {
-        let mut a = vec![self.out.display().to_string()];
+    fn has_source(&self) -> bool {
+        self.from_pretrained.is_some()
+            || self.random_weights
+            || self.tiny
+            || self.identity
+            || self.image_model.is_some()
+    }
+
+    fn script_args(&self, out: &Path) -> Vec<String> {
+        let mut a = vec![out.display().to_string()];
         let mut flag = |name: &str, value: Option<String>| {
             if let Some(v) = value {
                 a.push(format!("--{name}"));
@@ -159,21 +168,34 @@ impl ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> Result<()> {
+    if let Some(dir) = &args.write_script {
+        write_scripts(dir)?;
+        eprintln!("wrote {0}/export.py and {0}/requirements.txt", dir.display());
+    }
+    let Some(out) = &args.out else {
+        return Ok(());
+    };
+    if !args.has_source() {
+        bail!("say what to export: --from-pretrained DIR_OR_ID, --random-weights, --tiny, --identity or --image-model FILE.onnx");
+    }
     let scripts = match &args.write_script {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("oldfilm-export-{}", std::process::id())),
+        None => {
+            let dir = std::env::temp_dir().join(format!("oldfilm-export-{}", std::process::id()));
+            write_scripts(&dir)?;
+            dir
+        }
     };
-    write_scripts(&scripts)?;
-    let result = run_exporter(&args, &scripts);
+    let result = run_exporter(&args, out, &scripts);
     if args.write_script.is_none() {
         let _ = std::fs::remove_dir_all(&scripts);
     }
     result?;
-    let bundle = engines::Bundle::open(&args.out).context("the exporter wrote a bundle that does not open")?;
+    let bundle = engines::Bundle::open(out).context("the exporter wrote a bundle that does not open")?;
     let m = &bundle.manifest.model;
     eprintln!(
         "wrote {}: kind {:?}, {}x{} tiles, checked",
-        args.out.display(),
+        out.display(),
         bundle.kind(),
         m.width,
         m.height
@@ -190,14 +212,14 @@ fn write_scripts(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_exporter(args: &ExportArgs, scripts: &Path) -> Result<()> {
+fn run_exporter(args: &ExportArgs, out: &Path, scripts: &Path) -> Result<()> {
     let python = args.python();
     let missing = missing_modules(&python, args.modules())?;
     if !missing.is_empty() {
         bail!(
             "{} lacks the Python packages {} that this export needs: install the exporter's requirements with \
-             `{} -m pip install -r requirements.txt` (write it out with --write-script DIR; torch, diffusers and \
-             transformers are several GB), or choose another interpreter with --python",
+             `{} -m pip install -r requirements.txt` (`oldfilm export --write-script DIR` writes it; torch, diffusers \
+             and transformers are several GB), or choose another interpreter with --python",
             python.display(),
             missing.join(", "),
             python.display()
@@ -205,7 +227,7 @@ fn run_exporter(args: &ExportArgs, scripts: &Path) -> Result<()> {
     }
     let status = Command::new(&python)
         .arg(scripts.join("export.py"))
-        .args(args.script_args())
+        .args(args.script_args(out))
         .status()
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !status.success() {
@@ -273,7 +295,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            args.script_args(),
+            args.script_args(Path::new("out")),
             [
                 "out",
                 "--from-pretrained",
@@ -291,14 +313,26 @@ mod tests {
         );
         assert!(args.modules().contains(&"torch"));
         let identity = parse(&["out", "--identity", "--kind", "image"]).unwrap();
-        assert_eq!(identity.script_args(), ["out", "--kind", "image", "--identity"]);
+        assert_eq!(
+            identity.script_args(Path::new("out")),
+            ["out", "--kind", "image", "--identity"]
+        );
         assert!(!identity.modules().contains(&"torch"));
     }
 
     #[test]
-    fn exactly_one_source() {
-        assert!(parse(&["out"]).is_err());
+    fn at_most_one_source_and_an_output_unless_only_writing_the_script() {
         assert!(parse(&["out", "--tiny", "--identity"]).is_err());
+        assert!(parse(&["--tiny"]).is_err());
+        let script_only = parse(&["--write-script", "dir"]).unwrap();
+        assert!(script_only.out.is_none() && !script_only.has_source());
+        let dir = std::env::temp_dir().join(format!("oldfilm-export-test-{}", std::process::id()));
+        export(parse(&["--write-script", dir.to_str().unwrap()]).unwrap()).unwrap();
+        let requirements = std::fs::read_to_string(dir.join("requirements.txt")).unwrap();
+        assert!(requirements.contains("torch==") && dir.join("export.py").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = export(parse(&["out"]).unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with("say what to export"), "{err}");
     }
 
     #[test]
