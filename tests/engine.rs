@@ -133,3 +133,78 @@ fn stats_report_inferred_and_skipped_frames_and_the_provider() {
     assert!(last.get::<f64>("inference-ms").unwrap() > 0.0);
     assert!(last.get::<u64>("unet-calls").unwrap() >= inferred);
 }
+
+/// Element messages of one kind (warnings, stats) that reached the bus so far.
+fn bus_texts(bus: &gst::Bus) -> Vec<String> {
+    std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(format!("warning: {}", w.error())),
+            gst::MessageView::Error(e) => Some(format!("error: {}", e.error())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn prior_parameters_change_while_playing() {
+    let engine = fixture("tiny-lcm");
+    let mut h = harness(
+        "oldfilmrestore",
+        &[
+            ("engine", engine.as_str()),
+            ("device", "cpu"),
+            ("steps", "1"),
+            ("ssf-max-skip", "0"),
+            ("temporal-blend", "0"),
+        ],
+    );
+    let bus = gst::Bus::new();
+    let element = h.element().expect("element");
+    element.set_bus(Some(&bus));
+    h.set_src_caps(caps(PixelFormat::Gray8, 40, 32));
+    // The same picture every frame: with no skipping and no cache, equal parameters give equal frames.
+    let still = buffer_from_frame(PixelFormat::Gray8, &textured_frame(PixelFormat::Gray8, 40, 32, 3));
+    let push = |h: &mut gst_check::Harness, i: u64| {
+        let mut b = still.copy();
+        stamp(b.get_mut().unwrap(), i);
+        h.push(b).expect("frame accepted");
+    };
+    // Push until frame 0 has come out: it went through the prior with the first strength.
+    let mut pushed = 0;
+    let mut early = Vec::new();
+    while early.is_empty() && pushed < 12 {
+        push(&mut h, pushed);
+        pushed += 1;
+        early.extend(pull_all(&mut h));
+    }
+    assert!(
+        !early.is_empty() && pushed < 12,
+        "frames come out while the stream runs"
+    );
+    element.set_property("strength", 0.9f64);
+    // More steps would hold more frames than the worker was sized for: refused with a warning.
+    element.set_property("steps", 8u32);
+    for i in pushed..pushed + 8 {
+        push(&mut h, i);
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let out: Vec<Vec<u8>> = early
+        .into_iter()
+        .chain(pull_all(&mut h))
+        .map(|b| b.map_readable().unwrap().as_slice().to_vec())
+        .collect();
+    assert_eq!(out.len() as u64, pushed + 8);
+    // The change reaches the prior with the next frame the worker hands it (the worker runs behind the streaming
+    // thread): the output switches once, from one picture to another, and never back.
+    let messages = bus_texts(&bus);
+    let switches = out.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "one switch from the old strength to the new: {messages:?}");
+    assert!(out[0] != out[out.len() - 1]);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("warning: diffusion engine parameters not applied")),
+        "{messages:?}"
+    );
+    assert!(!messages.iter().any(|m| m.starts_with("error")), "{messages:?}");
+}

@@ -259,6 +259,11 @@ impl DiffusionPrior {
         max_in_flight(&self.bundle, &self.params)
     }
 
+    /// What [`DiffusionPrior::max_in_flight`] would be with `params`.
+    pub fn max_in_flight_with(&self, params: &StreamParams) -> usize {
+        max_in_flight(&self.bundle, params)
+    }
+
     /// Frames pushed and not yet popped.
     pub fn pending(&self) -> usize {
         let inside = match &self.run {
@@ -280,6 +285,14 @@ impl DiffusionPrior {
                 stages.back.update(&params);
             }
             Run::Overlapped(o) => {
+                let wanted = max_in_flight(&self.bundle, &params);
+                if wanted > o.capacity {
+                    return Err(EngineError::Config(format!(
+                        "steps {} and ssf-max-skip {} need room for {wanted} frames in flight; this prior was started \
+                         with room for {}",
+                        params.steps, params.ssf_max_skip, o.capacity
+                    )));
+                }
                 o.check()?;
                 o.send(|t| t.send_update(params.clone()))?;
             }

@@ -2,7 +2,7 @@
 //! worker. Frames are unpacked here, restored on the worker thread (`kernels::worker`) over a
 //! temporal window, and packed and pushed here, in order, with their input's timestamps.
 
-use super::prior::{PriorStage, SharedPriorStats};
+use super::prior::{PriorLink, PriorStage};
 use crate::video::{copy_packed_rows, filter_pad_templates, lock, pack_frame, parse_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
@@ -146,6 +146,17 @@ struct FrameTag {
     unpack_ms: f64,
 }
 
+/// Diffusion-prior properties that take effect on a running stream (from its next frame).
+const LIVE_PRIOR_PROPERTIES: [&str; 7] = [
+    "strength",
+    "steps",
+    "ssf-threshold",
+    "ssf-max-skip",
+    "temporal-blend",
+    "tile-overlap",
+    "seed",
+];
+
 /// Running totals for the `oldfilmrestore-stats` message.
 #[derive(Default)]
 struct RunStats {
@@ -175,8 +186,8 @@ struct Output {
     latency: gst::ClockTime,
     /// Execution provider running the diffusion prior, or "none".
     provider: String,
-    /// The diffusion prior's counters, when it runs.
-    prior_stats: Option<SharedPriorStats>,
+    /// The running diffusion prior's counters and live parameter changes.
+    prior_link: Option<PriorLink>,
 }
 
 /// The diffusion prior as the worker will run it, or none.
@@ -186,7 +197,7 @@ struct OpenedPrior {
     provider: String,
     /// Frames the prior holds back (stream batch and overlap).
     latency: usize,
-    stats: Option<SharedPriorStats>,
+    link: Option<PriorLink>,
 }
 
 impl OpenedPrior {
@@ -195,7 +206,7 @@ impl OpenedPrior {
             stage: None,
             provider: "none".into(),
             latency: 0,
-            stats: None,
+            link: None,
         }
     }
 }
@@ -379,7 +390,7 @@ impl OldFilmRestore {
                 );
                 let stage = PriorStage::new(prior);
                 Ok(OpenedPrior {
-                    stats: Some(stage.stats()),
+                    link: Some(stage.link()),
                     stage: Some(Box::new(stage)),
                     provider,
                     latency,
@@ -410,6 +421,14 @@ impl OldFilmRestore {
                     message
                 ))
             }
+        }
+    }
+
+    /// Gives parameters set while playing to the running prior (if any), for its next frame.
+    fn hand_to_running_prior(&self, params: engines::StreamParams) {
+        let guard = lock(&self.state);
+        if let Some(link) = guard.as_ref().and_then(|s| s.output.prior_link.as_ref()) {
+            link.lock().pending = Some(params);
         }
     }
 
@@ -475,6 +494,7 @@ impl Output {
             }
             _ => return,
         };
+        self.warn_refused_prior_change(element);
         let start = Instant::now();
         let tag = restored.tag;
         let buffer = match output {
@@ -563,10 +583,23 @@ impl Output {
         Ok(())
     }
 
+    fn warn_refused_prior_change(&self, element: &super::OldFilmRestore) {
+        let refused = self.prior_link.as_ref().and_then(|link| link.lock().rejected.take());
+        if let Some(reason) = refused {
+            gst::element_warning!(
+                element,
+                gst::LibraryError::Settings,
+                ("diffusion engine parameters not applied: {}", reason)
+            );
+        }
+    }
+
     /// The prior's counters (zero when it does not run).
     fn prior_counters(&self) -> engines::PriorStats {
-        let stats = self.prior_stats.as_ref().map(|s| s.lock().map(|s| s.clone()));
-        stats.and_then(Result::ok).unwrap_or_default()
+        self.prior_link
+            .as_ref()
+            .map(|link| link.lock().stats.clone())
+            .unwrap_or_default()
     }
 
     fn stats_message(&self, element: &super::OldFilmRestore, eos: bool) -> gst::Message {
@@ -721,7 +754,7 @@ impl ObjectImpl for OldFilmRestore {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(engines::StreamParams::default().strength as f64)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("steps")
                     .nick("Steps")
@@ -729,7 +762,7 @@ impl ObjectImpl for OldFilmRestore {
                     .minimum(1)
                     .maximum(8)
                     .default_value(engines::StreamParams::default().steps as u32)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecDouble::builder("ssf-threshold")
                     .nick("Similarity threshold")
@@ -737,14 +770,14 @@ impl ObjectImpl for OldFilmRestore {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(engines::StreamParams::default().ssf_threshold as f64)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("ssf-max-skip")
                     .nick("Most skips in a row")
                     .blurb("Never skip inference on more than this many frames in a row. Range 0-1000")
                     .maximum(1000)
                     .default_value(engines::StreamParams::default().ssf_max_skip)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecDouble::builder("temporal-blend")
                     .nick("Temporal blend")
@@ -752,7 +785,7 @@ impl ObjectImpl for OldFilmRestore {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(engines::StreamParams::default().temporal_blend as f64)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("tile-size")
                     .nick("Tile size")
@@ -764,13 +797,13 @@ impl ObjectImpl for OldFilmRestore {
                     .nick("Tile overlap")
                     .blurb("Pixels neighbouring tiles share, blended with feathered weights")
                     .default_value(engines::StreamParams::default().tile_overlap as u32)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("seed")
                     .nick("Seed")
                     .blurb("Seed of the fixed noise tensor and of the similarity filter's choices")
                     .default_value(engines::StreamParams::default().seed)
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("fallback", Fallback::Error)
                     .nick("Fallback")
@@ -843,6 +876,13 @@ impl ObjectImpl for OldFilmRestore {
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
+        let live_prior = LIVE_PRIOR_PROPERTIES
+            .contains(&pspec.name())
+            .then(|| settings.prior.clone());
+        drop(settings);
+        if let Some(params) = live_prior {
+            self.hand_to_running_prior(params);
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -976,7 +1016,7 @@ impl BaseTransformImpl for OldFilmRestore {
             stage: post,
             provider,
             latency: prior_latency,
-            stats: prior_stats,
+            link: prior_link,
         } = self.open_prior(&settings, compare)?;
         let on_failure = match settings.fallback {
             Fallback::Error => OnPostFailure::Error,
@@ -1024,7 +1064,7 @@ impl BaseTransformImpl for OldFilmRestore {
                 stats,
                 latency,
                 provider,
-                prior_stats,
+                prior_link,
             },
             discont_pending: false,
         });

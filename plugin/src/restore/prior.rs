@@ -1,18 +1,36 @@
 //! The diffusion prior as the worker's post stage: a thin adapter from `engines` to
-//! `kernels::worker::PostStage`, which also hands the prior's counters to the stats message.
+//! `kernels::worker::PostStage`, and the link through which the streaming thread reads the
+//! prior's counters and hands it live parameter changes.
 
-use engines::{DiffusionPrior, PriorStats};
+use engines::{DiffusionPrior, PriorStats, StreamParams};
 use kernels::worker::PostStage;
 use kernels::WorkFrame;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The prior's counters as of the last frame, readable from the streaming thread.
-pub type SharedPriorStats = Arc<Mutex<PriorStats>>;
+/// What the element and the worker thread share about the running prior.
+#[derive(Default)]
+pub struct PriorShared {
+    /// Counters as of the last frame.
+    pub stats: PriorStats,
+    /// New parameters set while playing, applied before the next frame.
+    pub pending: Option<StreamParams>,
+    /// Why the last live change was refused, for a warning.
+    pub rejected: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct PriorLink(Arc<Mutex<PriorShared>>);
+
+impl PriorLink {
+    pub fn lock(&self) -> MutexGuard<'_, PriorShared> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 pub struct PriorStage {
     prior: DiffusionPrior,
     max_held: usize,
-    stats: SharedPriorStats,
+    link: PriorLink,
 }
 
 impl PriorStage {
@@ -22,22 +40,48 @@ impl PriorStage {
         PriorStage {
             prior,
             max_held,
-            stats: SharedPriorStats::default(),
+            link: PriorLink::default(),
         }
     }
 
-    pub fn stats(&self) -> SharedPriorStats {
-        self.stats.clone()
+    pub fn link(&self) -> PriorLink {
+        self.link.clone()
+    }
+
+    /// Applies parameters set while playing. The worker sized its frame pools for the prior it
+    /// started with, so a change that would hold more frames waits for the next stream.
+    fn apply_pending(&mut self) {
+        let Some(params) = self.link.lock().pending.take() else {
+            return;
+        };
+        if params == *self.prior.params() {
+            return;
+        }
+        let mut params = params;
+        let mut refusal = None;
+        if self.prior.max_in_flight_with(&params) + 2 > self.max_held {
+            refusal = Some(format!(
+                "steps {} / ssf-max-skip {} hold more frames than the stream was started with: they take effect from \
+                 the next stream",
+                params.steps, params.ssf_max_skip
+            ));
+            let running = self.prior.params();
+            (params.steps, params.ssf_max_skip) = (running.steps, running.ssf_max_skip);
+        }
+        if let Err(e) = self.prior.update(params) {
+            refusal = Some(e.to_string());
+        }
+        self.link.lock().rejected = refusal;
     }
 
     fn publish_stats(&self) {
-        let mut shared = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        *shared = self.prior.stats();
+        self.link.lock().stats = self.prior.stats();
     }
 }
 
 impl PostStage for PriorStage {
     fn push(&mut self, frame: &WorkFrame, starts_shot: bool) -> Result<(), String> {
+        self.apply_pending();
         let pushed = self
             .prior
             .push(frame, starts_shot)
