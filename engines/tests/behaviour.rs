@@ -179,3 +179,27 @@ fn reset_drops_frames_in_flight_and_changing_steps_drains_first() {
     p.push_rgb(pattern(40, 40, 1), false).unwrap();
     assert!(p.pop_rgb().is_some());
 }
+
+#[test]
+fn a_float16_bundle_runs_and_stays_within_half_precision_of_float32() {
+    // tiny-turbo-fp16 is tiny-turbo (same seed) exported with --fp16: the same models in half precision.
+    let params = StreamParams {
+        tile_overlap: 16,
+        ssf_max_skip: 0,
+        ..StreamParams::default()
+    };
+    let frames: Vec<RgbImage> = (0..3).map(|i| pattern(80, 48, 3 * i)).collect();
+    let full = run(&mut prior("tiny-turbo", params.clone()), &frames);
+    let half = run(&mut prior("tiny-turbo-fp16", params), &frames);
+    assert_eq!(full.len(), half.len());
+    for ((_, a), (_, b)) in full.iter().zip(&half) {
+        let worst = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.03, "float16 differs from float32 by {worst}");
+        assert!(a.data != b.data, "the float16 bundle must really run in half precision");
+    }
+}
