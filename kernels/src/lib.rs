@@ -15,6 +15,7 @@ pub mod degrade;
 pub mod formats;
 pub mod frame;
 pub mod grain;
+pub mod latent;
 pub mod metrics;
 pub mod motion;
 pub mod pool;
