@@ -9,6 +9,8 @@
 pub mod blotch;
 pub mod clean;
 pub mod compare;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod cut;
 pub mod deflicker;
 pub mod degrade;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod motion;
 pub mod pool;
 pub mod restorer;
+pub mod ring;
 pub mod rng;
 pub mod scratch;
 pub mod stats;

@@ -185,9 +185,9 @@ pub fn pack_rgb(format: PixelFormat, img: &RgbImage, planes: &mut [PlaneMut]) ->
 
 #[cfg(test)]
 mod tests {
+    use super::test_images::{max_code_diff, random_image};
     use super::*;
-    use crate::formats::{plane_extent, OwnedImage};
-    use crate::rng::Rng;
+    use crate::formats::OwnedImage;
 
     #[test]
     fn grey_and_subsampled_frames_round_trip() {
@@ -223,26 +223,6 @@ mod tests {
         }
     }
 
-    /// Random visible bytes, with the 10-bit formats' unused bits cleared (as a decoder would write them).
-    pub(crate) fn random_image(format: PixelFormat, w: usize, h: usize, seed: u64) -> OwnedImage {
-        let mut img = OwnedImage::new(format, w, h, 6);
-        let mut rng = Rng::new(seed);
-        let g = format.geometry(w, h);
-        for p in 0..img.planes.len() {
-            let (row_bytes, rows) = plane_extent(format, p, &g);
-            for y in 0..rows {
-                let row = &mut img.planes[p][y * img.strides[p]..][..row_bytes];
-                row.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
-                match format {
-                    PixelFormat::I420_10Le | PixelFormat::I422_10Le => row.chunks_mut(2).for_each(|b| b[1] &= 0x03),
-                    PixelFormat::P010_10Le => row.chunks_mut(2).for_each(|b| b[0] &= 0xC0),
-                    _ => {}
-                }
-            }
-        }
-        img
-    }
-
     #[test]
     fn a_tile_at_an_offset_is_the_crop_of_the_whole_frame_with_the_border_replicated() {
         let (w, h) = (37, 23);
@@ -273,9 +253,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn unpacked_rgb_packs_back_to_the_same_codes_in_every_format() {
+        // Chroma is replicated on the way in and block-averaged on the way out, so nothing is lost but rounding.
+        let (w, h) = (20, 9);
+        for format in PixelFormat::ALL {
+            let src = random_image(format, w, h, 11);
+            let rgb = unpack_tile(format, w, h, &src.plane_refs(), (0, 0), (w, h), ModelRange::ZERO_ONE).unwrap();
+            let mut out = OwnedImage::new(format, w, h, 2);
+            pack_rgb(format, &RgbImage::from_planar(w, h, rgb), &mut out.plane_muts()).unwrap();
+            let worst = max_code_diff(&src, &out);
+            // P010 keeps its 10 bits in the high bits of the u16: one 10-bit code is 64 there.
+            let allowed = if format == PixelFormat::P010_10Le { 64 } else { 1 };
+            assert!(worst <= allowed, "{format:?}: off by {worst}");
+        }
+    }
+}
+
+/// Random frames of every format and a code-level comparison, shared by the CPU and the GPU tests.
+#[cfg(test)]
+pub(crate) mod test_images {
+    use crate::formats::{plane_extent, OwnedImage, PixelFormat};
+    use crate::rng::Rng;
+
+    /// Random visible bytes, with the 10-bit formats' unused bits cleared (as a decoder would write them).
+    pub fn random_image(format: PixelFormat, w: usize, h: usize, seed: u64) -> OwnedImage {
+        let mut img = OwnedImage::new(format, w, h, 6);
+        let mut rng = Rng::new(seed);
+        let g = format.geometry(w, h);
+        for p in 0..img.planes.len() {
+            let (row_bytes, rows) = plane_extent(format, p, &g);
+            for y in 0..rows {
+                let row = &mut img.planes[p][y * img.strides[p]..][..row_bytes];
+                row.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+                match format {
+                    PixelFormat::I420_10Le | PixelFormat::I422_10Le => row.chunks_mut(2).for_each(|b| b[1] &= 0x03),
+                    PixelFormat::P010_10Le => row.chunks_mut(2).for_each(|b| b[0] &= 0xC0),
+                    _ => {}
+                }
+            }
+        }
+        img
+    }
+
     /// Largest difference between the visible codes of two images (u16 codes for 16-bit formats), skipping the
     /// alpha / padding byte of 4-byte RGB.
-    pub(crate) fn max_code_diff(a: &OwnedImage, b: &OwnedImage) -> u32 {
+    pub fn max_code_diff(a: &OwnedImage, b: &OwnedImage) -> u32 {
         let g = a.format.geometry(a.width, a.height);
         let wide = matches!(
             a.format,
@@ -306,21 +329,5 @@ mod tests {
             }
         }
         worst
-    }
-
-    #[test]
-    fn unpacked_rgb_packs_back_to_the_same_codes_in_every_format() {
-        // Chroma is replicated on the way in and block-averaged on the way out, so nothing is lost but rounding.
-        let (w, h) = (20, 9);
-        for format in PixelFormat::ALL {
-            let src = random_image(format, w, h, 11);
-            let rgb = unpack_tile(format, w, h, &src.plane_refs(), (0, 0), (w, h), ModelRange::ZERO_ONE).unwrap();
-            let mut out = OwnedImage::new(format, w, h, 2);
-            pack_rgb(format, &RgbImage::from_planar(w, h, rgb), &mut out.plane_muts()).unwrap();
-            let worst = max_code_diff(&src, &out);
-            // P010 keeps its 10 bits in the high bits of the u16: one 10-bit code is 64 there.
-            let allowed = if format == PixelFormat::P010_10Le { 64 } else { 1 };
-            assert!(worst <= allowed, "{format:?}: off by {worst}");
-        }
     }
 }
