@@ -190,6 +190,33 @@ mod tests {
         assert!(src.contains("extern \"C\" __global__ void unpack_tiles_f32"));
     }
 
+    /// NVRTC alone needs no GPU: `pip install nvidia-cuda-nvrtc` and put its `lib` folder on `LD_LIBRARY_PATH`.
+    #[test]
+    #[ignore = "needs NVRTC (libnvrtc.so.13)"]
+    fn the_kernels_compile_with_nvrtc_for_every_architecture_we_target() {
+        // SAFETY: only opens the library.
+        assert!(unsafe { cudarc::nvrtc::sys::is_culib_present() }, "libnvrtc not found");
+        for (major, minor) in [(7, 5), (8, 0), (8, 9), (9, 0)] {
+            let ptx = compile_ptx_with_opts(source(), compile_options(major, minor));
+            let ptx = ptx.unwrap_or_else(|e| panic!("sm_{major}{minor}: {e:?}"));
+            let text = ptx.to_src();
+            for name in [
+                "unpack_tiles_f32",
+                "pack_chroma",
+                "cosine_sums",
+                "blend_tiles",
+                "colour_fix_combine",
+            ] {
+                assert!(text.contains(&format!(".entry {name}")), "sm_{major}{minor}: no {name}");
+            }
+            // The twins round products and sums separately: no f32 multiply-add may be fused.
+            assert!(
+                !text.contains("fma.rn.f32"),
+                "sm_{major}{minor}: fused f32 multiply-add in the PTX"
+            );
+        }
+    }
+
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn the_kernels_compile_and_load() {
