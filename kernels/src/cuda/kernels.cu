@@ -4,7 +4,8 @@
 // the module is compiled with --fmad=false so that no multiply-add is fused where the CPU rounds twice. KR and KB
 // are defined by the Rust side as the exact bit patterns of kernels::formats::KR / KB.
 //
-// No headers: NVRTC may not find the toolkit's include folder, so f16 conversion uses inline PTX.
+// No headers: NVRTC may not find the toolkit's include folder, so f16 conversion uses inline PTX. The tests also
+// compile this file as C++ on the CPU (cuda/emulate.rs) to check its logic against the twins without a GPU.
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -43,9 +44,13 @@ __device__ __forceinline__ void ycbcr_to_rgb(float y, float cb, float cr, float*
 }
 
 __device__ __forceinline__ u16 f32_to_f16(float v) {
+#ifdef OLDFILM_EMULATED
+    return oldfilm_emu_f32_to_f16(v);  // the CPU emulation in cuda/emulate.rs
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
     return h;
+#endif
 }
 
 __device__ __forceinline__ const u8* comp_ptr(const u8* f, const struct Fmt* m, const struct Comp* c, int x, int y) {

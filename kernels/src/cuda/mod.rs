@@ -18,6 +18,8 @@
 pub mod cache;
 pub mod colour;
 mod device;
+#[cfg(test)]
+mod emulate;
 pub mod format;
 pub mod pack;
 pub mod ring;
