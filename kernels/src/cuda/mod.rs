@@ -12,7 +12,8 @@
 //! - [`ring`]: the device frame ring (pinned staging, device buffers, upload / compute / download streams) on top
 //!   of the CPU-tested [`crate::ring`].
 //!
-//! Tests that need a GPU are `#[ignore = "needs a CUDA GPU"]`: run them with `cargo test -p oldfilm-kernels --
+//! `emulate` (tests only) compiles `kernels.cu` as C++ and runs it on the CPU against the twins, bit for bit, so
+//! the kernels' logic is tested on every machine. Tests that need a GPU are `#[ignore = "needs a CUDA GPU"]`: run them with `cargo test -p oldfilm-kernels --
 //! --ignored` on a CUDA machine.
 
 pub mod cache;

@@ -32,6 +32,13 @@ pub struct DeviceRing {
     out_bytes: usize,
 }
 
+// One thread submits while another pops: checked at compile time.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<DeviceRing>();
+    shareable::<Gpu>();
+};
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
