@@ -13,20 +13,8 @@ pub struct SimilarityFilter {
     run: u32,
 }
 
-/// Cosine similarity, in f64.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (x as f64, y as f64);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        return if aa == bb { 1.0 } else { 0.0 };
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
+/// Cosine similarity, in f64 (in `kernels::latent::similarity`, next to its device reduction).
+pub use kernels::latent::similarity::cosine;
 
 /// The skip probability for a similarity.
 pub fn skip_probability(sim: f64, threshold: f32) -> f64 {

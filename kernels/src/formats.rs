@@ -57,15 +57,15 @@ pub enum FormatError {
 /// How a component is stored in one plane: sample `x` of row `y` starts at byte
 /// `y * stride + x * step + offset`.
 #[derive(Clone, Copy, Debug)]
-struct Component {
-    plane: usize,
-    step: usize,
-    offset: usize,
-    depth: Depth,
+pub(crate) struct Component {
+    pub(crate) plane: usize,
+    pub(crate) step: usize,
+    pub(crate) offset: usize,
+    pub(crate) depth: Depth,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Depth {
+pub(crate) enum Depth {
     /// One byte.
     U8,
     /// Little-endian u16 holding `bits` significant bits starting at bit `shift`.
@@ -73,7 +73,7 @@ enum Depth {
 }
 
 impl Depth {
-    fn bytes(self) -> usize {
+    pub(crate) fn bytes(self) -> usize {
         match self {
             Depth::U8 => 1,
             Depth::U16 { .. } => 2,
@@ -102,8 +102,8 @@ const fn comp(plane: usize, step: usize, offset: usize, depth: Depth) -> Compone
     }
 }
 
-/// Where the Y, Cb and Cr (or R, G, B) components live.
-enum Layout {
+/// Where the Y, Cb and Cr (or R, G, B) components live (read by the CUDA kernels' format description too).
+pub(crate) enum Layout {
     Yuv([Option<Component>; 3]),
     /// Packed RGB; offsets of R, G, B within a pixel of `step` bytes.
     Rgb {
@@ -202,7 +202,7 @@ impl PixelFormat {
         }
     }
 
-    fn layout(self) -> Layout {
+    pub(crate) fn layout(self) -> Layout {
         use PixelFormat::*;
         let planar = |d| {
             Layout::Yuv([
