@@ -179,9 +179,7 @@ impl DiffusionModels {
         }];
         let mut y = self.decoder.run(&feeds, &self.tensors.decoder_output)?;
         check_shape(&self.decoder, &y.shape, &[latents.len(), 3, self.tile.1, self.tile.0])?;
-        for v in &mut y.data {
-            *v = (*v + 1.0) * 0.5;
-        }
+        kernels::latent::schedule::unit_from_model(&mut y.data);
         Ok(y)
     }
 }

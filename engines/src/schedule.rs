@@ -2,6 +2,7 @@
 //! the clean latent (with LCM's boundary condition where the bundle asks for it).
 
 use crate::bundle::{Boundary, PredictionType, SchedulerSection};
+use kernels::latent::schedule::{denoise_values, Prediction};
 
 /// `k` timesteps, descending, for img2img at `strength`: start at the allowed timestep nearest to
 /// `strength * (T - 1)`, then spread the others evenly over the rest of the allowed list (LCM's 4-step schedule
@@ -43,25 +44,21 @@ pub fn boundary(s: &SchedulerSection, t: usize) -> (f32, f32) {
     }
 }
 
-/// `z_t = a * z0 + b * noise`, in place into `out`.
-pub fn add_noise(z0: &[f32], noise: &[f32], a: f32, b: f32, out: &mut [f32]) {
-    for ((o, &z), &e) in out.iter_mut().zip(z0).zip(noise) {
-        *o = a * z + b * e;
+/// `z_t = a * z0 + b * noise`, into `out` (in `kernels::latent::schedule`, next to its kernel).
+pub use kernels::latent::schedule::add_noise;
+
+/// The prediction type as the per-value maths (and its kernel) take it.
+pub fn prediction(s: &SchedulerSection) -> Prediction {
+    match s.prediction_type {
+        PredictionType::Epsilon => Prediction::Epsilon,
+        PredictionType::VPrediction => Prediction::Velocity,
+        PredictionType::Sample => Prediction::Sample,
     }
 }
 
 /// The denoised latent from the model's prediction at `t`, overwriting `pred`.
 pub fn denoise(s: &SchedulerSection, t: usize, zt: &[f32], pred: &mut [f32]) {
-    let (a, b) = coeffs(s, t);
-    let (c_skip, c_out) = boundary(s, t);
-    for (p, &z) in pred.iter_mut().zip(zt) {
-        let x0 = match s.prediction_type {
-            PredictionType::Epsilon => (z - b * *p) / a,
-            PredictionType::VPrediction => a * z - b * *p,
-            PredictionType::Sample => *p,
-        };
-        *p = c_out * x0 + c_skip * z;
-    }
+    denoise_values(prediction(s), coeffs(s, t), boundary(s, t), zt, pred);
 }
 
 #[cfg(test)]

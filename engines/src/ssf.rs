@@ -44,18 +44,33 @@ impl SimilarityFilter {
 
     /// Whether frame number `index` (its thumbnail) is skipped. A frame that is not skipped becomes the reference.
     pub fn decide(&mut self, index: u64, thumb: Vec<f32>, starts_shot: bool) -> bool {
-        let comparable = self.reference.as_ref().is_some_and(|r| r.len() == thumb.len());
-        if starts_shot || !comparable {
-            self.reset();
-        } else if self.max_skip > 0 && self.run < self.max_skip {
-            let sim = cosine(&thumb, self.reference.as_ref().expect("comparable"));
-            if uniform(self.seed, SSF_STREAM, index) < skip_probability(sim, self.threshold) {
+        let reference = self.reference.take();
+        let comparable = reference.as_ref().is_some_and(|r| r.len() == thumb.len());
+        let skip = self.decide_by(index, starts_shot, comparable, || {
+            cosine(&thumb, reference.as_ref().expect("comparable"))
+        });
+        self.reference = if skip { reference } else { Some(thumb) };
+        skip
+    }
+
+    /// The decision for callers that keep the reference themselves (the device path keeps it on the GPU):
+    /// `comparable` says a reference of the same size exists, `similarity` measures against it (called only when
+    /// the decision needs it). When this returns false, the caller's frame becomes the reference.
+    pub fn decide_by(
+        &mut self,
+        index: u64,
+        starts_shot: bool,
+        comparable: bool,
+        similarity: impl FnOnce() -> f64,
+    ) -> bool {
+        if comparable && !starts_shot && self.max_skip > 0 && self.run < self.max_skip {
+            let p = skip_probability(similarity(), self.threshold);
+            if uniform(self.seed, SSF_STREAM, index) < p {
                 self.run += 1;
                 return true;
             }
         }
         self.run = 0;
-        self.reference = Some(thumb);
         false
     }
 }

@@ -10,10 +10,12 @@
 //! - [`similarity`]: the similarity filter's thumbnail and cosine.
 //! - [`cache`]: the rolling latent cache (change, weight, blend).
 //! - [`tiles`]: the tile grid (origins, feather ramps, extract, blend accumulation).
+//! - [`schedule`]: adding the fixed noise, denoising a prediction, the decoder's range back to `[0, 1]`.
 
 pub mod blur;
 pub mod cache;
 pub mod rgb;
+pub mod schedule;
 pub mod similarity;
 pub mod tiles;
 
