@@ -75,6 +75,9 @@ pub(crate) struct Functions {
     pub blur_rows: CudaFunction,
     pub blur_cols: CudaFunction,
     pub colour_fix_combine: CudaFunction,
+    pub add_noise: CudaFunction,
+    pub denoise: CudaFunction,
+    pub unit_from_model: CudaFunction,
 }
 
 impl Functions {
@@ -93,6 +96,9 @@ impl Functions {
             blur_rows: f("blur_rows")?,
             blur_cols: f("blur_cols")?,
             colour_fix_combine: f("colour_fix_combine")?,
+            add_noise: f("add_noise")?,
+            denoise: f("denoise")?,
+            unit_from_model: f("unit_from_model")?,
         })
     }
 }
@@ -206,6 +212,9 @@ mod tests {
                 "cosine_sums",
                 "blend_tiles",
                 "colour_fix_combine",
+                "add_noise",
+                "denoise",
+                "unit_from_model",
             ] {
                 assert!(text.contains(&format!(".entry {name}")), "sm_{major}{minor}: no {name}");
             }

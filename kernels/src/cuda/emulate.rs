@@ -120,6 +120,9 @@ type Blend = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i32, i32, i3
 type BlendTiles = unsafe extern "C" fn(*const f32, *const f32, *const i32, i32, i32, i32, i32, i32, *mut f32);
 type Blur = unsafe extern "C" fn(*const f32, *const f32, i32, i32, i32, i32, *mut f32);
 type Combine = unsafe extern "C" fn(*mut f32, *const f32, *const f32, usize, i32);
+type AddNoise = unsafe extern "C" fn(*const f32, *const f32, f32, f32, *mut f32, usize);
+type Denoise = unsafe extern "C" fn(*const f32, *mut f32, i32, f32, f32, f32, f32, usize);
+type UnitFromModel = unsafe extern "C" fn(*mut f32, usize);
 
 #[cfg(test)]
 mod tests {
@@ -346,6 +349,42 @@ mod tests {
         let gp = got.as_mut_ptr();
         // SAFETY: `n` values in every buffer.
         emu().grid(n, 1, || unsafe { combine(gp, br.as_ptr(), bi.as_ptr(), n, 1) });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn emulated_noise_denoise_and_range_equal_the_cpu() {
+        use crate::latent::schedule::{self as twin, Prediction};
+        let n = 3 * 40 * 24 + 5;
+        let (z0, eps) = (random(n, -3.0, 3.0, 11), random(n, -3.0, 3.0, 12));
+        let (a, b) = (0.83f32, 0.557f32);
+        let add: Symbol<AddNoise> = emu().kernel("add_noise");
+        let mut zt = vec![0.0f32; n];
+        let zp = zt.as_mut_ptr();
+        // SAFETY: `n` values in every buffer.
+        emu().grid(n, 1, || unsafe { add(z0.as_ptr(), eps.as_ptr(), a, b, zp, n) });
+        let mut want = vec![0.0f32; n];
+        twin::add_noise(&z0, &eps, a, b, &mut want);
+        assert_eq!(zt, want);
+        let den: Symbol<Denoise> = emu().kernel("denoise");
+        for kind in [Prediction::Epsilon, Prediction::Velocity, Prediction::Sample] {
+            let mut got = eps.clone();
+            let gp = got.as_mut_ptr();
+            // SAFETY: `n` values in both buffers.
+            emu().grid(n, 1, || unsafe {
+                den(zt.as_ptr(), gp, kind as i32, a, b, 0.12, 0.95, n)
+            });
+            let mut want = eps.clone();
+            twin::denoise_values(kind, (a, b), (0.12, 0.95), &zt, &mut want);
+            assert_eq!(got, want, "{kind:?}");
+        }
+        let unit: Symbol<UnitFromModel> = emu().kernel("unit_from_model");
+        let mut got = z0.clone();
+        let gp = got.as_mut_ptr();
+        // SAFETY: `n` values.
+        emu().grid(n, 1, || unsafe { unit(gp, n) });
+        let mut want = z0.clone();
+        twin::unit_from_model(&mut want);
         assert_eq!(got, want);
     }
 }

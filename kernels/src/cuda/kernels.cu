@@ -327,3 +327,29 @@ extern "C" __global__ void colour_fix_combine(float* v, const float* blurred, co
     if (have_blur) o = (o - blurred[i]) + blurred_ref[i];
     v[i] = fminf(fmaxf(o, 0.0f), 1.0f);
 }
+
+// z_t = a * z0 + b * noise. Twin: latent::schedule::add_noise.
+extern "C" __global__ void add_noise(const float* z0, const float* noise, float a, float b, float* out, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[i] = a * z0[i] + b * noise[i];
+}
+
+// The denoised latent from the prediction, in place on pred: kind 0 epsilon, 1 v, 2 sample; then the boundary
+// condition c_out * x0 + c_skip * z. Twin: latent::schedule::denoise_values.
+extern "C" __global__ void denoise(const float* zt, float* pred, int kind, float a, float b, float c_skip,
+                                   float c_out, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float z = zt[i];
+    float p = pred[i];
+    float x0 = kind == 0 ? (z - b * p) / a : (kind == 1 ? a * z - b * p : p);
+    pred[i] = c_out * x0 + c_skip * z;
+}
+
+// The decoder's [-1, 1] back to [0, 1], in place. Twin: latent::schedule::unit_from_model.
+extern "C" __global__ void unit_from_model(float* v, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    v[i] = (v[i] + 1.0f) * 0.5f;
+}

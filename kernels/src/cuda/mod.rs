@@ -8,7 +8,8 @@
 //! - [`format`]: a pixel format's layout as the kernels read it (one device buffer, planes at offsets).
 //! - one file per kernel family, each next to its twin test: [`unpack`] (pixel format to planar RGB tiles, f32 or
 //!   f16), [`pack`] (planar RGB back to the format), [`similarity`] (thumbnail + cosine reduced on the device),
-//!   [`cache`] (latent-cache blend), [`tiles`] (feathered tile blend), [`colour`] (Gaussian colour fix).
+//!   [`cache`] (latent-cache blend), [`tiles`] (feathered tile blend), [`colour`] (Gaussian colour fix),
+//!   [`schedule`] (fixed noise, denoising, the decoder's range).
 //! - [`ring`]: the device frame ring (pinned staging, device buffers, upload / compute / download streams) on top
 //!   of the CPU-tested [`crate::ring`].
 //!
@@ -24,6 +25,7 @@ mod emulate;
 pub mod format;
 pub mod pack;
 pub mod ring;
+pub mod schedule;
 pub mod similarity;
 pub mod tiles;
 pub mod unpack;
