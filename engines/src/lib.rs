@@ -11,6 +11,8 @@
 
 pub mod bundle;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod image;
 pub mod latent_cache;
 pub mod models;

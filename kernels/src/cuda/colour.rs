@@ -39,43 +39,67 @@ impl DeviceColourFix {
         planes: usize,
         (w, h): (usize, usize),
     ) -> Result<(), CudaError> {
+        self.check(restored.len(), reference.len(), planes, (w, h))?;
+        if self.sigma > 0.0 {
+            self.blur_into(gpu, restored, true, planes, (w, h))?;
+            self.blur_into(gpu, reference, false, planes, (w, h))?;
+        }
+        self.combine(gpu, restored, planes * w * h)
+    }
+
+    /// `v + blur(reference) - blur(base)`, clamped, in place: a frame the similarity filter skipped is the last
+    /// output moved by the change of the input's low frequencies since it. (The CPU computes it as `blur(reference
+    /// - base)`: the same sum, rounded in another order.)
+    pub fn shift_low(
+        &mut self,
+        gpu: &Gpu,
+        v: &mut CudaSlice<f32>,
+        base: &CudaSlice<f32>,
+        reference: &CudaSlice<f32>,
+        planes: usize,
+        (w, h): (usize, usize),
+    ) -> Result<(), CudaError> {
+        self.check(v.len(), reference.len().min(base.len()), planes, (w, h))?;
+        if self.sigma > 0.0 {
+            self.blur_into(gpu, base, true, planes, (w, h))?;
+            self.blur_into(gpu, reference, false, planes, (w, h))?;
+        }
+        self.combine(gpu, v, planes * w * h)
+    }
+
+    fn check(&self, out_len: usize, in_len: usize, planes: usize, (w, h): (usize, usize)) -> Result<(), CudaError> {
         let n = planes * w * h;
-        if restored.len() < n || reference.len() < n || self.tmp.len() < n {
+        if out_len < n || in_len < n || self.tmp.len() < n {
             return Err(CudaError::Shape(format!(
                 "colour fix of {planes} planes of {w}x{h}: buffers too small"
             )));
         }
-        let have_blur = self.sigma > 0.0;
-        if have_blur {
-            blur(
-                gpu,
-                &self.taps,
-                self.ntaps,
-                restored,
-                &mut self.tmp,
-                &mut self.blurred,
-                planes,
-                (w, h),
-            )?;
-            blur(
-                gpu,
-                &self.taps,
-                self.ntaps,
-                reference,
-                &mut self.tmp,
-                &mut self.blurred_ref,
-                planes,
-                (w, h),
-            )?;
-        }
-        let have = have_blur as i32;
+        Ok(())
+    }
+
+    /// Blurs `src` into the first (`restored`-side) or the second (reference-side) scratch buffer.
+    fn blur_into(
+        &mut self,
+        gpu: &Gpu,
+        src: &CudaSlice<f32>,
+        first: bool,
+        planes: usize,
+        (w, h): (usize, usize),
+    ) -> Result<(), CudaError> {
+        let dst = if first {
+            &mut self.blurred
+        } else {
+            &mut self.blurred_ref
+        };
+        blur(gpu, &self.taps, self.ntaps, src, &mut self.tmp, dst, planes, (w, h))
+    }
+
+    /// `v = (v - blurred) + blurred_ref` (or just the clamp without blur), over `n` values.
+    fn combine(&self, gpu: &Gpu, v: &mut CudaSlice<f32>, n: usize) -> Result<(), CudaError> {
+        let have = (self.sigma > 0.0) as i32;
         let mut b = gpu.stream.launch_builder(&gpu.k.colour_fix_combine);
-        b.arg(restored)
-            .arg(&self.blurred)
-            .arg(&self.blurred_ref)
-            .arg(&n)
-            .arg(&have);
-        // SAFETY: arguments match `colour_fix_combine`; every buffer holds `n` values (checked).
+        b.arg(v).arg(&self.blurred).arg(&self.blurred_ref).arg(&n).arg(&have);
+        // SAFETY: arguments match `colour_fix_combine`; every buffer holds `n` values (checked by the callers).
         unsafe { b.launch(grid(n, 1)) }?;
         Ok(())
     }
@@ -156,5 +180,30 @@ mod tests {
                 max_diff(&got, &want)
             );
         }
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn shifting_the_low_frequencies_matches_the_cpu_reuse_of_a_skipped_frame() {
+        let gpu = gpu();
+        let (w, h, sigma) = (123, 77, 6.0f32);
+        let n = 3 * w * h;
+        let (last_out, last_in, input) = (random(n, 0.0, 1.0, 1), random(n, 0.0, 1.0, 2), random(n, 0.0, 1.0, 3));
+        // The CPU path (engines' reuse of a skipped frame): last_out + blur(input - last_in), clamped.
+        let change: Vec<f32> = input.iter().zip(&last_in).map(|(a, b)| a - b).collect();
+        let low = crate::latent::blur::blur(&change, 3, w, h, sigma);
+        let want: Vec<f32> = last_out
+            .iter()
+            .zip(&low)
+            .map(|(v, d)| (v + d).clamp(0.0, 1.0))
+            .collect();
+        let mut fix = DeviceColourFix::new(&gpu, sigma, n).unwrap();
+        let mut v = gpu.stream.clone_htod(&last_out).unwrap();
+        let (base, reference) = (
+            gpu.stream.clone_htod(&last_in).unwrap(),
+            gpu.stream.clone_htod(&input).unwrap(),
+        );
+        fix.shift_low(&gpu, &mut v, &base, &reference, 3, (w, h)).unwrap();
+        assert!(max_diff(&gpu.stream.clone_dtoh(&v).unwrap(), &want) < 1e-5);
     }
 }
