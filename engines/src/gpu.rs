@@ -29,17 +29,20 @@ use crate::schedule::{boundary, coeffs, prediction, select_timesteps};
 use crate::ssf::SimilarityFilter;
 use kernels::cuda::cache::DeviceLatentCache;
 use kernels::cuda::colour::DeviceColourFix;
-use kernels::cuda::format::{DeviceFormat, FrameLayout};
+use kernels::cuda::format::{concat_planes, split_planes, DeviceFormat, FrameLayout};
 use kernels::cuda::ring::DeviceRing;
 use kernels::cuda::schedule as ksched;
 use kernels::cuda::similarity::{cosine, thumbnail};
 use kernels::cuda::tiles::DeviceGrid;
 use kernels::cuda::unpack::{unpack_tiles, upload_origins};
 use kernels::cuda::{pack::pack_rgb, CudaError, Gpu};
+use kernels::formats::{pack, unpack, OwnedImage, PixelFormat};
 use kernels::latent::rgb::ModelRange;
 use kernels::latent::schedule::Prediction;
 use kernels::latent::similarity::thumbnail_size;
 use kernels::latent::tiles::Grid;
+use kernels::{Chroma, Geometry, WorkFrame};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
@@ -551,4 +554,200 @@ fn check_scope(bundle: &Bundle, params: &StreamParams) -> Result<()> {
         return unsupported("takes float32 bundles (TensorRT builds fp16 engines from them with trt_fp16)".to_string());
     }
     Ok(())
+}
+
+/// The format a working frame travels to the device in: 10 or 16 bits where the formats allow, with the working
+/// frame's chroma layout, so the hand-over adds less rounding than the final 8-bit output does (4:4:4 has only
+/// an 8-bit format here).
+pub fn staging_format(chroma: Chroma) -> PixelFormat {
+    match chroma {
+        Chroma::None => PixelFormat::Gray16Le,
+        Chroma::Subsampled { sx: 2, sy: 2 } => PixelFormat::I420_10Le,
+        Chroma::Subsampled { sx: 2, sy: 1 } => PixelFormat::I422_10Le,
+        Chroma::Subsampled { .. } => PixelFormat::Y444,
+    }
+}
+
+/// [`GpuPrior`] on working frames, for the element's worker: each frame is packed into its
+/// [`staging_format`] in one buffer, restored on the device, and unpacked again; frames come out in order,
+/// [`GpuPrior`]'s ring (two frames) behind.
+pub struct GpuFrames {
+    prior: GpuPrior,
+    staging: Option<Staging>,
+    ready: VecDeque<WorkFrame>,
+    spare: Vec<WorkFrame>,
+}
+
+/// One layout's host buffers, reused every frame.
+struct Staging {
+    geometry: Geometry,
+    format: PixelFormat,
+    image: OwnedImage,
+    layout: FrameLayout,
+    bytes: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Staging {
+    fn new(geometry: Geometry) -> Staging {
+        let format = staging_format(geometry.chroma);
+        let image = OwnedImage::new(format, geometry.width, geometry.height, 0);
+        let (bytes, layout) = concat_planes(&image);
+        Staging {
+            geometry,
+            format,
+            out: vec![0; bytes.len()],
+            image,
+            layout,
+            bytes,
+        }
+    }
+
+    /// Packs `frame` into the contiguous staging buffer.
+    fn load(&mut self, frame: &WorkFrame) -> Result<()> {
+        pack(self.format, frame, &mut self.image.plane_muts()).map_err(|e| EngineError::Frame(e.to_string()))?;
+        for (p, plane) in self.image.planes.iter().enumerate() {
+            let start = self.layout.offsets[p];
+            self.bytes[start..start + plane.len()].copy_from_slice(plane);
+        }
+        Ok(())
+    }
+
+    /// Unpacks a restored buffer into `dst`.
+    fn unload(&mut self, bytes: &[u8], dst: &mut WorkFrame) -> Result<()> {
+        split_planes(bytes, &self.layout, &mut self.image);
+        let (w, h) = (self.geometry.width, self.geometry.height);
+        unpack(self.format, w, h, &self.image.plane_refs(), dst).map_err(|e| EngineError::Frame(e.to_string()))
+    }
+}
+
+impl GpuFrames {
+    pub fn new(prior: GpuPrior) -> Self {
+        GpuFrames {
+            prior,
+            staging: None,
+            ready: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    pub fn prior(&self) -> &GpuPrior {
+        &self.prior
+    }
+
+    /// Most frames held at once: the ring's slots.
+    pub fn max_held(&self) -> usize {
+        RING_SLOTS + 1
+    }
+
+    pub fn push(&mut self, frame: &WorkFrame, starts_shot: bool) -> Result<()> {
+        if self.staging.as_ref().is_none_or(|s| s.geometry != frame.geometry) {
+            self.drain()?;
+            self.staging = Some(Staging::new(frame.geometry));
+        }
+        let staging = self.staging.as_mut().expect("made above");
+        staging.load(frame)?;
+        let done = self
+            .prior
+            .process(&staging.layout, &staging.bytes, starts_shot, &mut staging.out)?;
+        if done.is_some() {
+            let mut restored = self.spare.pop().unwrap_or_else(|| WorkFrame::new(frame.geometry));
+            let out = std::mem::take(&mut staging.out);
+            let unloaded = staging.unload(&out, &mut restored);
+            staging.out = out;
+            unloaded?;
+            self.ready.push_back(restored);
+        }
+        Ok(())
+    }
+
+    /// The oldest restored frame, written into `out`; false when none is ready.
+    pub fn pop(&mut self, out: &mut WorkFrame) -> bool {
+        let Some(frame) = self.ready.pop_front() else {
+            return false;
+        };
+        if out.geometry == frame.geometry {
+            out.copy_from(&frame);
+        } else {
+            *out = frame.clone();
+        }
+        self.spare.push(frame);
+        true
+    }
+
+    /// Every frame still on the device comes out (end of stream).
+    pub fn drain(&mut self) -> Result<()> {
+        let Some(staging) = self.staging.as_mut() else {
+            return Ok(());
+        };
+        let (ready, spare) = (&mut self.ready, &mut self.spare);
+        let mut failure = None;
+        let mut out = vec![0u8; staging.bytes.len()];
+        self.prior.drain(&mut out, |_, bytes| {
+            let mut restored = spare.pop().unwrap_or_else(|| WorkFrame::new(staging.geometry));
+            match staging.unload(bytes, &mut restored) {
+                Ok(()) => ready.push_back(restored),
+                Err(e) => failure = Some(e),
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Drops every frame held (flush, seek) and the temporal state.
+    pub fn reset(&mut self) {
+        let _ = self.drain();
+        self.spare.extend(self.ready.drain(..));
+        self.prior.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn textured(geometry: Geometry) -> WorkFrame {
+        let mut f = WorkFrame::new(geometry);
+        for (i, v) in f.luma.data.iter_mut().enumerate() {
+            *v = 0.5 + 0.45 * ((i as f32) * 0.37).sin();
+        }
+        for (c, plane) in f.chroma.iter_mut().enumerate() {
+            for (i, v) in plane.data.iter_mut().enumerate() {
+                *v = 0.5 + 0.3 * ((i + 11 * c) as f32 * 0.23).cos();
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn staging_keeps_a_working_frame_to_within_its_format_and_needs_no_gpu() {
+        for (chroma, step) in [
+            (Chroma::None, 1.0 / 65535.0),
+            (Chroma::Subsampled { sx: 2, sy: 2 }, 1.0 / 1023.0),
+            (Chroma::Subsampled { sx: 2, sy: 1 }, 1.0 / 1023.0),
+            (Chroma::Subsampled { sx: 1, sy: 1 }, 1.0 / 255.0),
+        ] {
+            let geometry = Geometry {
+                width: 37,
+                height: 21,
+                chroma,
+            };
+            let frame = textured(geometry);
+            let mut staging = Staging::new(geometry);
+            staging.load(&frame).unwrap();
+            assert!(staging.layout.needed_len() <= staging.bytes.len());
+            let bytes = staging.bytes.clone();
+            let mut back = WorkFrame::new(geometry);
+            staging.unload(&bytes, &mut back).unwrap();
+            let planes = std::iter::once((&frame.luma, &back.luma)).chain(frame.chroma.iter().zip(&back.chroma));
+            for (a, b) in planes {
+                let worst = a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst <= step * 0.5 + 1e-6, "{chroma:?}: {worst} over half a code");
+            }
+        }
+    }
 }

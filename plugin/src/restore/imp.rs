@@ -2,7 +2,7 @@
 //! worker. Frames are unpacked here, restored on the worker thread (`kernels::worker`) over a
 //! temporal window, and packed and pushed here, in order, with their input's timestamps.
 
-use super::prior::{PriorLink, PriorStage};
+use super::prior::{GpuStage, PriorLink, PriorStage};
 use crate::video::{copy_packed_rows, filter_pad_templates, lock, pack_frame, parse_caps, unpack_frame};
 use gst::glib;
 use gst::prelude::*;
@@ -364,6 +364,9 @@ impl OldFilmRestore {
             );
             return Ok(OpenedPrior::none());
         }
+        if let Some(gpu) = self.open_gpu_prior(settings, bundle) {
+            return Ok(gpu);
+        }
         let opened = settings
             .device
             .parse::<engines::Device>()
@@ -420,6 +423,48 @@ impl OldFilmRestore {
                     bundle,
                     message
                 ))
+            }
+        }
+    }
+
+    /// The GPU-resident prior, when a GPU provider may be used, CUDA is present and the bundle is in its scope;
+    /// otherwise (logged) the caller opens the prior with host tensors around the models.
+    fn open_gpu_prior(&self, settings: &Settings, bundle: &str) -> Option<OpenedPrior> {
+        let device = settings.device.parse::<engines::Device>().ok()?;
+        if device == engines::Device::Cpu {
+            return None;
+        }
+        if let Err(e) = kernels::cuda::available() {
+            gst::info!(CAT, imp = self, "GPU-resident engine path not used: {e}");
+            return None;
+        }
+        let mut config = engines::PriorConfig::new(bundle);
+        config.device = device;
+        config.params = settings.prior.clone();
+        match engines::gpu::GpuPrior::new(config, 0) {
+            Ok(prior) => {
+                let provider = format!("{} (GPU-resident, {})", prior.provider(), prior.device_name());
+                let stage = GpuStage::new(engines::gpu::GpuFrames::new(prior));
+                let latency = stage.latency_frames();
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "diffusion engine {bundle} on {provider}, {latency} frames of latency"
+                );
+                Some(OpenedPrior {
+                    link: Some(stage.link()),
+                    stage: Some(Box::new(stage)),
+                    provider,
+                    latency,
+                })
+            }
+            Err(e) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "GPU-resident engine path not used ({e}): the models run with host tensors"
+                );
+                None
             }
         }
     }

@@ -109,3 +109,66 @@ impl PostStage for PriorStage {
         self.max_held
     }
 }
+
+/// The GPU-resident prior as the worker's post stage (`engines::gpu`): chosen when a GPU provider is asked for
+/// (or `auto`) and CUDA is present; it takes parameter changes from the next stream only.
+pub struct GpuStage {
+    frames: engines::gpu::GpuFrames,
+    link: PriorLink,
+}
+
+impl GpuStage {
+    pub fn new(frames: engines::gpu::GpuFrames) -> Self {
+        GpuStage {
+            frames,
+            link: PriorLink::default(),
+        }
+    }
+
+    pub fn link(&self) -> PriorLink {
+        self.link.clone()
+    }
+
+    /// Frames a frame waits behind on the device (the ring).
+    pub fn latency_frames(&self) -> usize {
+        self.frames.max_held() - 2
+    }
+
+    fn refuse_pending(&self) {
+        let mut shared = self.link.lock();
+        if shared.pending.take().is_some() {
+            shared.rejected = Some("the GPU-resident engine takes new parameters from the next stream".into());
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.link.lock().stats = self.frames.prior().stats().clone();
+    }
+}
+
+impl PostStage for GpuStage {
+    fn push(&mut self, frame: &WorkFrame, starts_shot: bool) -> Result<(), String> {
+        self.refuse_pending();
+        let pushed = self.frames.push(frame, starts_shot).map_err(|e| e.to_string());
+        self.publish_stats();
+        pushed
+    }
+
+    fn pop(&mut self, out: &mut WorkFrame) -> bool {
+        self.frames.pop(out)
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        let drained = self.frames.drain().map_err(|e| e.to_string());
+        self.publish_stats();
+        drained
+    }
+
+    fn reset(&mut self) {
+        self.frames.reset();
+    }
+
+    fn max_held(&self) -> usize {
+        self.frames.max_held()
+    }
+}
