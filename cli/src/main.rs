@@ -4,6 +4,7 @@
 //! statically, so no GST_PLUGIN_PATH is needed) and reports errors as one line naming the file
 //! and what is wrong.
 
+mod bench;
 mod export;
 mod info;
 mod media;
@@ -68,6 +69,14 @@ are scored and a warning says so. The report goes to stdout (a table, or JSON wi
 --sheet writes a PNG of four frames spread over the clip, input | restored | reference, to\n\
 look at.";
 
+const BENCH_ABOUT: &str = "\
+Time oldfilmrestore with your settings on your footage: frames are decoded into memory first (or
+a test pattern damaged by oldfilmdegrade is made), then pushed through the element as fast as it
+takes them, and through identity in the same run as the baseline. Prints frames per second, the
+time per frame against the baseline, whether it keeps up with the footage's frame rate, the
+machine, and the element's statistics (per-stage times, the engine's provider). A short warm-up
+run first keeps engine loading and TensorRT engine builds off the clock.";
+
 const EXPORT_ABOUT: &str = "\
 Export an engine bundle for oldfilmrestore's diffusion prior: TAESD encoder and decoder, the UNet
 and the prompt embeddings as ONNX + safetensors, with a manifest. It runs the project's Python
@@ -122,6 +131,14 @@ oldfilm export bundles/random --random-weights\n  \
 oldfilm export bundles/mycnn --image-model restore.onnx --range minus-one-one --size 256"
     )]
     Export(export::ExportArgs),
+    /// Time oldfilmrestore on your footage (or a test pattern) against a pass-through, in one run.
+    #[command(
+        long_about = BENCH_ABOUT,
+        after_help = "Examples:\n  oldfilm bench --size 1920x1080 --format I420\n  \
+oldfilm bench reel1.mkv --frames 200 --set grain-strength=0.3\n  \
+oldfilm bench --size 1920x1080 --engine bundles/sd-turbo --device tensorrt"
+    )]
+    Bench(bench::BenchArgs),
     /// Show the version, the elements and their properties, and the encoders available.
     #[command(
         long_about = INFO_ABOUT
@@ -409,6 +426,7 @@ fn run_with_gstreamer(command: Command) -> Result<()> {
         Command::Degrade(args) => degrade(args),
         Command::Score(args) => score::score(args),
         Command::Info => info::info(),
+        Command::Bench(args) => bench::bench(args),
         Command::Export(args) => export::export(args),
     }
 }

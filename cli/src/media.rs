@@ -416,7 +416,14 @@ fn finalise(pipeline: &gst::Pipeline, bus: &gst::Bus, from: Origin) {
 /// One short line of the element's final statistics. Fields it adds later (a new stage's
 /// `<stage>-ms`) show up without a change here.
 pub fn format_stats(s: &gst::StructureRef) -> String {
-    const OVERALL: [&str; 5] = ["latency-ms", "wall-latency-ms", "processing-ms", "unpack-ms", "pack-ms"];
+    const OVERALL: [&str; 6] = [
+        "latency-ms",
+        "wall-latency-ms",
+        "processing-ms",
+        "unpack-ms",
+        "pack-ms",
+        "inference-ms",
+    ];
     let ms = |k: &str| s.get::<f64>(k).unwrap_or(0.0);
     let count = |k: &str| s.get::<u64>(k).unwrap_or(0);
     let stages: Vec<String> = s
@@ -427,8 +434,17 @@ pub fn format_stats(s: &gst::StructureRef) -> String {
             format!("{} {v:.1}", name.trim_end_matches("-ms"))
         })
         .collect();
+    let engine = match s.get::<&str>("provider") {
+        Ok(provider) if provider != "none" => format!(
+            "; engine on {provider}: {} frames inferred, {} skipped, {:.1} ms per inferred frame",
+            count("frames-inferred"),
+            count("frames-skipped"),
+            ms("inference-ms")
+        ),
+        _ => String::new(),
+    };
     format!(
-        "oldfilmrestore: {} frames in, {} out, {} shots, latency {:.0} ms, {:.1} ms/frame ({} ms)",
+        "oldfilmrestore: {} frames in, {} out, {} shots, latency {:.0} ms, {:.1} ms/frame ({} ms){engine}",
         count("frames-in"),
         count("frames-out"),
         count("shots"),
