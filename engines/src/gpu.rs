@@ -209,7 +209,11 @@ impl GpuPrior {
     ) -> Result<Option<u64>> {
         let resized = self.frame.as_ref().is_none_or(|f| f.layout != *layout);
         if resized {
-            self.drain_into_nothing()?;
+            if self.frame.as_ref().is_some_and(|f| f.ring.in_flight() > 0) {
+                return Err(EngineError::Frame(
+                    "the frame layout changed with frames still on the device: drain first".into(),
+                ));
+            }
             self.frame = Some(self.frame_state(*layout, input.len())?);
         }
         let starts_shot = starts_shot || resized;
@@ -261,14 +265,6 @@ impl GpuPrior {
             f.work.have_last = false;
             f.work.have_ref = false;
         }
-    }
-
-    fn drain_into_nothing(&mut self) -> Result<()> {
-        if let Some(f) = &self.frame {
-            let mut sink = vec![0u8; f.layout.needed_len()];
-            f.ring.drain(&mut sink, |_, _| {}).map_err(cuda)?;
-        }
-        Ok(())
     }
 
     fn frame_state(&mut self, layout: FrameLayout, bytes: usize) -> Result<FrameState> {
