@@ -208,3 +208,33 @@ fn prior_parameters_change_while_playing() {
     );
     assert!(!messages.iter().any(|m| m.starts_with("error")), "{messages:?}");
 }
+
+#[test]
+fn flush_and_a_new_segment_reset_the_engine_and_lose_nothing_after_them() {
+    let engine = fixture("tiny-lcm");
+    // Two steps: frames wait in the stream batch and in the overlapped queues when the flush comes.
+    let mut h = harness(
+        "oldfilmrestore",
+        &[("engine", engine.as_str()), ("device", "cpu"), ("steps", "2")],
+    );
+    h.set_src_caps(caps(PixelFormat::I420, 48, 40));
+    for i in 0..4 {
+        h.push(timed_buffer(PixelFormat::I420, 48, 40, i)).unwrap();
+    }
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let before_flush = pull_all(&mut h).len();
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    let inputs: Vec<_> = (10..16).map(|i| timed_buffer(PixelFormat::I420, 48, 40, i)).collect();
+    for b in &inputs {
+        h.push(b.clone()).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let out = pull_all(&mut h);
+    assert!(before_flush < 4, "a flush drops held frames");
+    assert_eq!(out.len(), inputs.len(), "every frame after the flush comes out");
+    for (a, b) in inputs.iter().zip(&out) {
+        assert_eq!((a.pts(), a.duration(), a.offset()), (b.pts(), b.duration(), b.offset()));
+    }
+}
