@@ -238,3 +238,24 @@ fn flush_and_a_new_segment_reset_the_engine_and_lose_nothing_after_them() {
         assert_eq!((a.pts(), a.duration(), a.offset()), (b.pts(), b.duration(), b.offset()));
     }
 }
+
+#[test]
+fn a_caps_change_with_an_engine_drains_the_old_size_first() {
+    let engine = fixture("tiny-turbo");
+    let mut h = harness("oldfilmrestore", &[("engine", engine.as_str()), ("device", "cpu")]);
+    h.set_src_caps(caps(PixelFormat::Gray8, 48, 40));
+    for i in 0..3 {
+        h.push(timed_buffer(PixelFormat::Gray8, 48, 40, i)).unwrap();
+    }
+    h.set_src_caps(caps(PixelFormat::Gray8, 70, 34));
+    for i in 3..6 {
+        h.push(timed_buffer(PixelFormat::Gray8, 70, 34, i)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let out = pull_all(&mut h);
+    let sizes: Vec<usize> = out.iter().map(|b| b.size()).collect();
+    assert_eq!(sizes, [vec![48 * 40; 3], vec![72 * 34; 3]].concat(), "old size drained, then the new one");
+    let pts: Vec<_> = out.iter().map(|b| b.pts()).collect();
+    let want: Vec<_> = (0..6).map(|i| Some(gst::ClockTime::from_mseconds(40 * i))).collect();
+    assert_eq!(pts, want);
+}
