@@ -254,7 +254,11 @@ fn a_caps_change_with_an_engine_drains_the_old_size_first() {
     assert!(h.push_event(gst::event::Eos::new()));
     let out = pull_all(&mut h);
     let sizes: Vec<usize> = out.iter().map(|b| b.size()).collect();
-    assert_eq!(sizes, [vec![48 * 40; 3], vec![72 * 34; 3]].concat(), "old size drained, then the new one");
+    assert_eq!(
+        sizes,
+        [vec![48 * 40; 3], vec![72 * 34; 3]].concat(),
+        "old size drained, then the new one"
+    );
     let pts: Vec<_> = out.iter().map(|b| b.pts()).collect();
     let want: Vec<_> = (0..6).map(|i| Some(gst::ClockTime::from_mseconds(40 * i))).collect();
     assert_eq!(pts, want);

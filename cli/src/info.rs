@@ -3,12 +3,74 @@
 use crate::media::{FFV1_MKV, H264_MP4};
 use crate::props::{describe_type, show_value};
 use anyhow::{Context, Result};
+use clap::Args;
 use gst::prelude::*;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Also open this engine bundle and say how it would run here: kind, tile size, dtype, timesteps, the
+    /// execution provider ONNX Runtime gives it (and each fallback), and whether the GPU-resident path applies.
+    #[arg(long, value_name = "DIR")]
+    engine: Option<PathBuf>,
+    /// Device to try the engine on: auto, cpu, cuda or tensorrt.
+    #[arg(long, value_name = "DEVICE", default_value = "auto", requires = "engine")]
+    device: String,
+}
 
 const ELEMENTS: [&str; 2] = ["oldfilmrestore", "oldfilmdegrade"];
 const WRAP: usize = 92;
 
-pub fn info() -> Result<()> {
+pub fn info(args: InfoArgs) -> Result<()> {
+    match &args.engine {
+        Some(bundle) => engine_info(bundle, &args.device),
+        None => elements_info(),
+    }
+}
+
+/// How an engine bundle would run on this machine.
+fn engine_info(bundle: &std::path::Path, device: &str) -> Result<()> {
+    let opened = engines::Bundle::open(bundle)?;
+    let m = &opened.manifest;
+    println!("engine bundle {}", bundle.display());
+    println!(
+        "  kind {:?}, {}x{} tiles, {:?}, batch {}",
+        opened.kind(),
+        m.model.width,
+        m.model.height,
+        m.dtype,
+        if m.model.batch == 0 {
+            "dynamic".to_string()
+        } else {
+            m.model.batch.to_string()
+        }
+    );
+    let mut config = engines::PriorConfig::new(bundle);
+    config.device = device
+        .parse()
+        .map_err(|e: engines::EngineError| anyhow::anyhow!("{e}"))?;
+    let started = std::time::Instant::now();
+    let prior = engines::DiffusionPrior::new(config)?;
+    println!(
+        "  runs on {} (device={device}, loaded in {:.2} s); timesteps {:?}",
+        prior.provider(),
+        started.elapsed().as_secs_f64(),
+        prior.timesteps()
+    );
+    for note in prior.provider_notes() {
+        println!("  note: {note}");
+    }
+    let gpu = match kernels::cuda::available() {
+        Ok(()) => "CUDA present: with device auto, cuda or tensorrt the element runs the GPU-resident path for turbo and one-step LCM float32 bundles".to_string(),
+        Err(e) => format!("GPU-resident path unavailable: {e}"),
+    };
+    for line in wrap(&gpu, WRAP - 2) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn elements_info() -> Result<()> {
     let plugin = gst::Registry::get()
         .find_plugin("oldfilm")
         .map(|p| p.version().to_string())

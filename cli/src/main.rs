@@ -141,9 +141,10 @@ oldfilm bench --size 1920x1080 --engine bundles/sd-turbo --device tensorrt"
     Bench(bench::BenchArgs),
     /// Show the version, the elements and their properties, and the encoders available.
     #[command(
-        long_about = INFO_ABOUT
+        long_about = INFO_ABOUT,
+        after_help = "Examples:\n  oldfilm info\n  oldfilm info --engine bundles/sd-turbo --device tensorrt"
     )]
-    Info,
+    Info(info::InfoArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -425,7 +426,7 @@ fn run_with_gstreamer(command: Command) -> Result<()> {
         Command::Restore(args) => restore(args),
         Command::Degrade(args) => degrade(args),
         Command::Score(args) => score::score(args),
-        Command::Info => info::info(),
+        Command::Info(args) => info::info(args),
         Command::Bench(args) => bench::bench(args),
         Command::Export(args) => export::export(args),
     }

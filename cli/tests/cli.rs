@@ -174,3 +174,20 @@ fn restore_runs_a_diffusion_engine_and_reports_an_unusable_device_in_one_line() 
     let o = oldfilm(&["restore", s(&clip), s(&out), "--engine", "/nonexistent/bundle"]);
     assert_one_line_error(&o, "engine bundle '/nonexistent/bundle' is not a folder");
 }
+
+#[test]
+fn info_opens_an_engine_and_says_where_it_runs() {
+    let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/../engines/fixtures/tiny-lcm");
+    let o = oldfilm(&["info", "--engine", bundle, "--device", "cpu"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("kind Lcm, 64x64 tiles"), "{out}");
+    assert!(out.contains("runs on CPUExecutionProvider (device=cpu"), "{out}");
+    let o = oldfilm(&["info", "--engine", "/nonexistent/bundle"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("error: engine bundle /nonexistent/bundle: no such folder"),
+        "{err}"
+    );
+}
