@@ -4,10 +4,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 
 find_plugin_dir() {
-  local d
-  for d in "${OLDFILM_PLUGIN_DIR:-}" "$repo/target/release" "$repo/target/debug"; do
-    if [ -n "$d" ] && [ -f "$d/libgstoldfilm.so" ]; then echo "$d"; return 0; fi
+  local d newest=""
+  if [ -n "${OLDFILM_PLUGIN_DIR:-}" ] && [ -f "$OLDFILM_PLUGIN_DIR/libgstoldfilm.so" ]; then
+    echo "$OLDFILM_PLUGIN_DIR"; return 0
+  fi
+  # The most recently built of release and debug: a stale build must not shadow a fresh one.
+  for d in "$repo/target/release" "$repo/target/debug"; do
+    if [ -f "$d/libgstoldfilm.so" ] && { [ -z "$newest" ] || [ "$d/libgstoldfilm.so" -nt "$newest/libgstoldfilm.so" ]; }; then
+      newest=$d
+    fi
   done
+  if [ -n "$newest" ]; then echo "$newest"; return 0; fi
   if gst-inspect-1.0 oldfilmrestore >/dev/null 2>&1; then echo ""; return 0; fi
   echo "error: libgstoldfilm.so not found: build it with 'cargo build --release -p gst-plugin-oldfilm' or set OLDFILM_PLUGIN_DIR" >&2
   return 1

@@ -31,6 +31,12 @@ if [ "${1:-}" = "--test" ]; then
   n=$(gst-launch-1.0 -v filesrc location="$tmp/out.mkv" ! matroskademux ! avdec_ffv1 ! fakesink name=count silent=false 2>&1 | count_frames)
   echo "restore-file: frames: $n (expected 40)"
   [ "$n" = 40 ]
+  # With the committed tiny diffusion engine (random weights: checks the plumbing, not the picture).
+  engine="$(cd "$(dirname "$0")/.." && pwd)/engines/fixtures/tiny-turbo"
+  restore "$tmp/in.mkv" "$tmp/engine.mkv" engine="$engine" device=cpu
+  n=$(gst-launch-1.0 -v filesrc location="$tmp/engine.mkv" ! matroskademux ! avdec_ffv1 ! fakesink name=count silent=false 2>&1 | count_frames)
+  echo "restore-file: with an engine: frames: $n (expected 40)"
+  [ "$n" = 40 ]
   exit
 fi
 
