@@ -19,7 +19,7 @@ use kernels::restorer::{RestoreParams, Stage};
 use kernels::scratch::ScratchParams;
 use kernels::worker::{Done, OnPostFailure, PostStage, Worker};
 use kernels::{PixelFormat, WorkFrame};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -108,8 +108,9 @@ struct Settings {
     compare: CompareMode,
     stats_interval: u32,
     /// Diffusion engine bundle folder; `None` = classic stages only.
-    engine: Option<String>,
-    device: String,
+    // Shared strings: `Settings` is copied for every frame.
+    engine: Option<Arc<str>>,
+    device: Arc<str>,
     prior: engines::StreamParams,
     fallback: Fallback,
 }
@@ -132,7 +133,7 @@ impl Default for Settings {
             compare: CompareMode::None,
             stats_interval: DEFAULT_STATS_INTERVAL,
             engine: None,
-            device: "auto".into(),
+            device: Arc::from("auto"),
             prior: engines::StreamParams::default(),
             fallback: Fallback::Error,
         }
@@ -351,9 +352,8 @@ impl OldFilmRestore {
 
     /// Loads the diffusion engine if one is set: the worker's post stage, the provider that
     /// runs it, and the frames of latency it adds.
-    #[allow(clippy::type_complexity)]
     fn open_prior(&self, settings: &Settings, compare: KernelCompare) -> Result<OpenedPrior, gst::LoggableError> {
-        let Some(bundle) = &settings.engine else {
+        let Some(bundle) = settings.engine.as_deref() else {
             return Ok(OpenedPrior::none());
         };
         if compare == KernelCompare::SideBySide {
@@ -901,11 +901,11 @@ impl ObjectImpl for OldFilmRestore {
             "stats-interval" => settings.stats_interval = value.get().expect("type checked upstream"),
             "engine" => {
                 let path: Option<String> = value.get().expect("type checked upstream");
-                settings.engine = path.filter(|p| !p.is_empty());
+                settings.engine = path.filter(|p| !p.is_empty()).map(Arc::from);
             }
             "device" => {
                 let device: Option<String> = value.get().expect("type checked upstream");
-                settings.device = device.unwrap_or_else(|| "auto".into());
+                settings.device = Arc::from(device.as_deref().unwrap_or("auto"));
             }
             "strength" => settings.prior.strength = value.get::<f64>().expect("type checked upstream") as f32,
             "steps" => settings.prior.steps = value.get::<u32>().expect("type checked upstream") as usize,
@@ -947,8 +947,8 @@ impl ObjectImpl for OldFilmRestore {
             "grain-strength" => settings.grain_strength.to_value(),
             "compare" => settings.compare.to_value(),
             "stats-interval" => settings.stats_interval.to_value(),
-            "engine" => settings.engine.to_value(),
-            "device" => settings.device.to_value(),
+            "engine" => settings.engine.as_deref().to_value(),
+            "device" => settings.device.as_ref().to_value(),
             "strength" => (settings.prior.strength as f64).to_value(),
             "steps" => (settings.prior.steps as u32).to_value(),
             "ssf-threshold" => (settings.prior.ssf_threshold as f64).to_value(),
