@@ -21,6 +21,7 @@ pub mod latent;
 pub mod metrics;
 pub mod motion;
 pub mod pool;
+pub mod post_thread;
 pub mod restorer;
 pub mod ring;
 pub mod rng;

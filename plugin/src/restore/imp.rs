@@ -445,15 +445,25 @@ impl OldFilmRestore {
             Ok(prior) => {
                 let provider = format!("{} (GPU-resident, {})", prior.provider(), prior.device_name());
                 let stage = GpuStage::new(engines::gpu::GpuFrames::new(prior));
-                let latency = stage.latency_frames();
+                let link = stage.link();
+                // The ring's frames, and one for the hand-over to the stage's thread.
+                let latency = stage.latency_frames() + 1;
+                // On its own thread: the classic stages work on the next frame while the device works on this one.
+                let threaded = match kernels::post_thread::Threaded::spawn(Box::new(stage), 2, "oldfilm-gpu") {
+                    Ok(t) => t,
+                    Err(e) => {
+                        gst::info!(CAT, imp = self, "GPU-resident engine path not used: no thread ({e})");
+                        return None;
+                    }
+                };
                 gst::info!(
                     CAT,
                     imp = self,
                     "diffusion engine {bundle} on {provider}, {latency} frames of latency"
                 );
                 Some(OpenedPrior {
-                    link: Some(stage.link()),
-                    stage: Some(Box::new(stage)),
+                    link: Some(link),
+                    stage: Some(Box::new(threaded)),
                     provider,
                     latency,
                 })
