@@ -21,6 +21,7 @@ pub mod pool;
 pub mod restorer;
 pub mod rng;
 pub mod scratch;
+pub mod stabilise;
 pub mod stats;
 pub mod window;
 pub mod worker;
