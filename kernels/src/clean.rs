@@ -137,6 +137,11 @@ impl Cleaner {
             times.add(Stage::Scratches, start);
             let start = Instant::now();
             if let Some(p) = &params.grain {
+                if params.scratches.is_some() {
+                    for comp in self.compensated.iter_mut() {
+                        self.scratches.copy_fills(&out.luma, comp);
+                    }
+                }
                 let [ca, cb] = &self.compensated;
                 self.grain.process(p, &mut out.luma, &[ca, cb], sigma);
             }

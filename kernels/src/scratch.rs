@@ -51,6 +51,8 @@ pub struct ScratchRemover {
     next_track: Vec<f32>,
     columns: Vec<bool>,
     runs: Vec<(usize, usize)>,
+    /// Pixels refilled in the last frame (valid while `runs` is not empty).
+    filled: Vec<bool>,
 }
 
 impl ScratchRemover {
@@ -71,6 +73,7 @@ impl ScratchRemover {
     /// Removes scratches from `luma` in place; returns the number of pixels replaced.
     pub fn process(&mut self, params: &ScratchParams, luma: &mut Plane, starts_shot: bool) -> usize {
         let w = luma.width;
+        self.runs.clear();
         if params.strength <= 0.0 || w < 2 * SIDE + 3 || luma.height < 8 {
             return 0;
         }
@@ -151,21 +154,39 @@ impl ScratchRemover {
         if self.runs.is_empty() {
             return 0;
         }
+        self.filled.clear();
+        self.filled.resize(luma.data.len(), false);
         let (runs, profile) = (&self.runs, &self.profile);
         luma.data
             .par_chunks_mut(w)
-            .map(|row| {
+            .zip(self.filled.par_chunks_mut(w))
+            .map(|(row, filled)| {
                 let mut replaced = 0;
                 for &(x0, x1) in runs {
                     let sign = profile[x0..=x1].iter().sum::<f32>().signum();
                     // Rows where the scratch has a gap are left as they are.
                     if let Some((a, b)) = scratch_in_row(row, x0, x1, sign, threshold) {
                         replaced += fill_row(row, a, b);
+                        filled[a..=b].fill(true);
                     }
                 }
                 replaced
             })
             .sum()
+    }
+
+    /// Copies the last frame's refilled pixels from `from` into `to`: the compensated
+    /// neighbours carry the same scratch (it is on the film, which the picture moves across
+    /// slowly), and the grain filter would otherwise pull the fill back toward it.
+    pub fn copy_fills(&self, from: &Plane, to: &mut Plane) {
+        if self.runs.is_empty() || self.filled.len() != from.data.len() {
+            return;
+        }
+        for ((t, f), &m) in to.data.iter_mut().zip(&from.data).zip(&self.filled) {
+            if m {
+                *t = *f;
+            }
+        }
     }
 }
 
@@ -335,5 +356,34 @@ mod tests {
             assert_eq!(remover.process(&ScratchParams { strength: 1.0 }, &mut luma, first), 0);
         }
         assert!(luma.data.iter().all(|&v| v == 0.3));
+    }
+
+    #[test]
+    fn fills_are_copied_into_a_neighbour_at_the_filled_pixels_only() {
+        let mut remover = ScratchRemover::new();
+        let params = ScratchParams::default();
+        for frame in 0..3 {
+            let mut luma = scratched(&textured(120, 90, frame + 1), 50, 0.95);
+            remover.process(&params, &mut luma, frame == 0);
+            // A neighbour with the same scratch, as the compensated neighbours have.
+            let neighbour = scratched(&textured(120, 90, frame + 7), 50, 0.95);
+            let mut copy = neighbour.clone();
+            remover.copy_fills(&luma, &mut copy);
+            let changed: Vec<usize> = (0..copy.data.len())
+                .filter(|&i| copy.data[i] != neighbour.data[i])
+                .collect();
+            if frame > 0 {
+                assert!(
+                    changed.len() >= 60,
+                    "frame {frame}: only {} pixels copied",
+                    changed.len()
+                );
+            }
+            assert!(
+                changed.iter().all(|&i| (i % 120).abs_diff(50) <= 2),
+                "copied away from the scratch"
+            );
+            assert!(changed.iter().all(|&i| copy.data[i] == luma.data[i]));
+        }
     }
 }
