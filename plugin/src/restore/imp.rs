@@ -93,7 +93,7 @@ const DEFAULT_BLOTCH_STRENGTH: f64 = 0.5;
 const DEFAULT_SCRATCHES: bool = true;
 const DEFAULT_SCRATCH_STRENGTH: f64 = 0.5;
 const DEFAULT_GRAIN: bool = true;
-const DEFAULT_GRAIN_STRENGTH: f64 = 0.5;
+const DEFAULT_GRAIN_STRENGTH: f64 = 1.0;
 const DEFAULT_STATS_INTERVAL: u32 = 250;
 
 /// Properties. Copied once per frame; never locked across processing.
@@ -716,7 +716,7 @@ impl ObjectImpl for OldFilmRestore {
                     .build(),
                 glib::ParamSpecDouble::builder("grain-strength")
                     .nick("Grain strength")
-                    .blurb("0 keeps all grain, 1 removes as much as the filter can; archivists often keep some. Range 0-1, default 0.5")
+                    .blurb("0 keeps all grain, 1 removes as much as the filter can (some fine grain always stays); archivists who want the grain kept set it lower. Range 0-1, default 1")
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(DEFAULT_GRAIN_STRENGTH)
