@@ -27,6 +27,7 @@ impl Default for GrainParams {
 #[derive(Default)]
 pub struct GrainFilter {
     temporal: Plane,
+    smoothed: Plane,
 }
 
 impl GrainFilter {
@@ -42,14 +43,22 @@ impl GrainFilter {
         }
         if (self.temporal.width, self.temporal.height) != (luma.width, luma.height) {
             self.temporal = Plane::new(luma.width, luma.height);
+            self.smoothed = Plane::new(luma.width, luma.height);
         }
         if let [a, b] = neighbours {
             clip_spikes(luma, a, b, sigma, s);
         }
         temporal_average(luma, neighbours, sigma, &mut self.temporal);
-        spatial_pass(&self.temporal, sigma, s, luma);
+        // Two 3x3 passes: heavy grain (the quality set's strength-1 damage) needs a wider
+        // support than 3x3, and the second pass, tuned to what noise the first leaves, keeps
+        // the range weights that protect edges.
+        spatial_pass(&self.temporal, sigma, 1.0, &mut self.smoothed);
+        spatial_pass(&self.smoothed, SECOND_PASS * sigma, s, luma);
     }
 }
+
+/// Noise left after the temporal average and one spatial pass, relative to the input's.
+const SECOND_PASS: f32 = 0.4;
 
 /// Largest one-frame deviation treated as grain; larger ones are left to the blotch stage,
 /// which checks whether they are real moving objects before touching them.
