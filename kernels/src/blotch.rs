@@ -48,6 +48,8 @@ const MOTION_CHECK_RADIUS: isize = 8;
 pub struct BlotchRemover {
     mask: Vec<u8>,
     grown: Vec<u8>,
+    /// Which rows of the mask have any pixel set (growing skips the rest).
+    rows_marked: Vec<bool>,
     /// Flood-fill work space for the surround check, reused frame to frame.
     seen: Vec<bool>,
     stack: Vec<usize>,
@@ -184,11 +186,13 @@ impl BlotchRemover {
         let (w, h) = (centre.width, centre.height);
         for threshold in [threshold, threshold, HALO * threshold] {
             let mask = &self.mask;
+            self.rows_marked.clear();
+            self.rows_marked
+                .par_extend(mask.par_chunks(w).map(|row| row.iter().any(|&m| m != 0)));
+            let marked = &self.rows_marked;
             self.grown.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
                 // Most rows have no blotch near them: nothing to grow.
-                let near = (y.saturating_sub(1)..=(y + 1).min(h - 1))
-                    .any(|yy| mask[yy * w..(yy + 1) * w].iter().any(|&m| m != 0));
-                if !near {
+                if !marked[y.saturating_sub(1)..=(y + 1).min(h - 1)].iter().any(|&m| m) {
                     row.fill(0);
                     return;
                 }

@@ -80,6 +80,9 @@ const NEIGHBOUR_CHOICES: [[isize; 2]; 3] = [[-1, 1], [1, 2], [-1, -2]];
 /// (a few grain sigmas: damage and occlusions, not grain, are what it must drop).
 const REGIONAL_PAIR_LIMIT: f32 = 0.06;
 
+/// Largest field coefficient (log gain) a compensated neighbour is left unmapped at.
+const NEGLIGIBLE_FIELD: f32 = 0.0025;
+
 impl Cleaner {
     pub fn reset(&mut self) {
         self.scratches.reset();
@@ -189,7 +192,11 @@ impl Cleaner {
             self.relative[i] =
                 self.regional
                     .relative_field(coarse, &self.fields[i], self.tones[i], REGIONAL_PAIR_LIMIT);
-            self.relative[i].apply(&mut self.compensated[i]);
+            // Below a quarter of a per cent of gain anywhere, mapping the neighbour is not
+            // worth a full-resolution pass.
+            if self.relative[i].max_abs() > NEGLIGIBLE_FIELD {
+                self.relative[i].apply(&mut self.compensated[i]);
+            }
         }
         let fits = [(offsets[0], self.relative[0]), (offsets[1], self.relative[1])];
         self.regional_correction = self.regional.correction(params, centre.starts_shot, &fits);

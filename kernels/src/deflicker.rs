@@ -293,7 +293,12 @@ impl GainField {
     };
 
     pub fn is_flat(&self) -> bool {
-        self.coeffs.iter().all(|c| c.abs() < 1e-5)
+        self.max_abs() < 1e-5
+    }
+
+    /// The largest coefficient's size (each term reaches ±1 at the frame's edges or corners).
+    pub fn max_abs(&self) -> f32 {
+        self.coeffs.iter().fold(0.0f32, |m, c| m.max(c.abs()))
     }
 
     fn scaled(&self, s: f32) -> GainField {
