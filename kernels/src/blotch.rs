@@ -273,6 +273,8 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
     let (vx, vy) = n.field.vector_at(x, y);
     let (cx, cy) = (x as isize + vx as isize, y as isize + vy as isize);
     let r = MOTION_CHECK_RADIUS;
+    // Most positions are far off after a pixel or two: stop summing once one cannot match.
+    let limit = 9.0 * tolerance;
     for sy in -r..=r {
         for sx in -r..=r {
             let mut diff = 0.0;
@@ -282,8 +284,11 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
                         .get_clamped(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1),
                 );
                 diff += (cv - nv).abs();
+                if diff >= limit {
+                    break;
+                }
             }
-            if diff / 9.0 < tolerance {
+            if diff < limit {
                 return true;
             }
         }
