@@ -8,6 +8,7 @@ everything with `oldfilm score` against the clean clip; and runs the real old-fi
 ../shared/samples is there) with no-reference measures. Writes a Markdown report.
 
     python3 benches/quality.py [--out DIR] [--frames N] [--quick] [--samples DIR] [--report FILE]
+                               [--set NAME=VALUE ...]
 
 Needs: a release build of the CLI (cargo build --release -p oldfilm-cli), ffmpeg, pip (for the
 clips). Only the standard library is used.
@@ -79,6 +80,17 @@ def ffmpeg(chain, src, dst, gray):
                   "-vf", chain, "-pix_fmt", pix, "-c:v", "ffv1", dst])
 
 
+# Extra `--set NAME=VALUE` properties for oldfilmrestore (from --set), to compare settings.
+RESTORE_SETS = []
+
+
+def restore_cmd(src, dst):
+    cmd = [OLDFILM, "restore", src, dst]
+    for kv in RESTORE_SETS:
+        cmd += ["--set", kv]
+    return cmd
+
+
 def synthetic_case(work, clip, label, seed, strength, gray, frames):
     base = os.path.join(work, f"{label}-s{seed}-{strength}-{'gray' if gray else 'colour'}")
     clean, degraded, mask = base + "-clean.mkv", base + "-degraded.mkv", base + "-mask.mkv"
@@ -90,7 +102,7 @@ def synthetic_case(work, clip, label, seed, strength, gray, frames):
          "--blotches", s, "--scratches", s, "--flicker", s, "--grain", s])
     results = {}
     ours = base + "-oldfilmrestore.mkv"
-    seconds = timed([OLDFILM, "restore", degraded, ours])
+    seconds = timed(restore_cmd(degraded, ours))
     results["oldfilmrestore"] = (score(clean, ours, degraded, mask), seconds)
     for name, chain in FFMPEG_CHAINS.items():
         out = base + "-" + name.replace("+", "_") + ".mkv"
@@ -104,7 +116,7 @@ def real_sample(work, path):
     name = os.path.splitext(os.path.basename(path))[0]
     results = {}
     ours = os.path.join(work, name + "-oldfilmrestore.mkv")
-    seconds = timed([OLDFILM, "restore", path, ours])
+    seconds = timed(restore_cmd(path, ours))
     # No clean reference exists: score against the input for no-reference measures only.
     results["oldfilmrestore"] = (score(path, ours), seconds)
     chain = FFMPEG_CHAINS["tmedian+deflicker+hqdn3d"]
@@ -126,7 +138,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one seed, one strength, bikes only")
     ap.add_argument("--samples", default=os.path.join(REPO, "..", "shared", "samples"))
     ap.add_argument("--report", default=None, help="write the Markdown report here too")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set an oldfilmrestore property (repeatable), to compare against the defaults")
     args = ap.parse_args()
+    RESTORE_SETS.extend(args.set)
     if not os.path.exists(OLDFILM):
         sys.exit("quality: build the CLI first: cargo build --release -p oldfilm-cli")
     os.makedirs(args.out, exist_ok=True)

@@ -9,7 +9,9 @@
 //! helped but never inverted.
 
 use crate::frame::Plane;
+use crate::motion::{MotionField, Pyramid};
 use crate::stats::QUANTILES;
+use rayon::prelude::*;
 use std::collections::VecDeque;
 
 const NQ: usize = QUANTILES.len();
@@ -247,6 +249,358 @@ pub fn fit_pixel_pairs(neighbour: &Plane, centre: &Plane, start: ToneCorrection)
         limit = (3.0 * abs_dev / n).max(0.02) as f32;
     }
     tone
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regional deflicker
+
+/// Regional (uneven) deflicker: a smooth gain field per frame, fitted against the
+/// motion-compensated neighbours and smoothed in time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RegionalParams {
+    /// 0 = off, 1 = full correction of the uneven part.
+    pub strength: f32,
+    /// Frames of history the target is fitted over, as for the global deflicker.
+    pub span: usize,
+}
+
+impl Default for RegionalParams {
+    fn default() -> Self {
+        RegionalParams {
+            strength: 1.0,
+            span: DeflickerParams::default().span,
+        }
+    }
+}
+
+/// Terms of the field after the constant: `nx, ny, nx*ny, nx²-1/3, ny²-1/3`, with `nx, ny` in
+/// `[-1, 1]`. Each has (near) zero mean over the frame, so a field changes the frame's local
+/// balance and leaves its overall level to the global deflicker.
+const FIELD_TERMS: usize = 5;
+
+/// A smooth multiplicative gain over the frame, `g(x, y) = exp(Σ c_k b_k(nx, ny))`.
+///
+/// Low order on purpose: the unevenness of a printer or projector lamp is a broad shading, and
+/// a field this smooth cannot follow a moving object or a shadow, which must keep their light.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GainField {
+    pub coeffs: [f32; FIELD_TERMS],
+}
+
+impl GainField {
+    pub const FLAT: GainField = GainField {
+        coeffs: [0.0; FIELD_TERMS],
+    };
+
+    pub fn is_flat(&self) -> bool {
+        self.max_abs() < 1e-5
+    }
+
+    /// The largest coefficient's size (each term reaches ±1 at the frame's edges or corners).
+    pub fn max_abs(&self) -> f32 {
+        self.coeffs.iter().fold(0.0f32, |m, c| m.max(c.abs()))
+    }
+
+    fn scaled(&self, s: f32) -> GainField {
+        GainField {
+            coeffs: self.coeffs.map(|c| c * s),
+        }
+    }
+
+    fn plus(&self, other: &GainField) -> GainField {
+        let mut coeffs = self.coeffs;
+        coeffs.iter_mut().zip(other.coeffs).for_each(|(a, b)| *a += b);
+        GainField { coeffs }
+    }
+
+    /// The log gain along row `ny` as `a + b nx + c nx²`.
+    #[inline]
+    fn row(&self, ny: f32) -> [f32; 3] {
+        let [cx, cy, cxy, cxx, cyy] = self.coeffs;
+        [cy * ny + cyy * (ny * ny - 1.0 / 3.0) - cxx / 3.0, cx + cxy * ny, cxx]
+    }
+
+    /// Multiplies `plane` by the gain, clamped to `[0, 1]`.
+    pub fn apply(&self, plane: &mut Plane) {
+        if self.is_flat() {
+            return;
+        }
+        let (w, h) = (plane.width, plane.height);
+        let (sx, sy) = (unit_scale(w), unit_scale(h));
+        plane.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+            let [a, b, c] = self.row(y as f32 * sy - 1.0);
+            for (x, v) in row.iter_mut().enumerate() {
+                let nx = x as f32 * sx - 1.0;
+                *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
+            }
+        });
+    }
+}
+
+/// `exp(l)` for the small log gains a field holds (|l| < 0.3: error below 0.5 %).
+#[inline]
+fn gain_of(l: f32) -> f32 {
+    1.0 + l * (1.0 + l * (0.5 + l / 6.0))
+}
+
+/// Maps `0..n` onto `[-1, 1]` (`n - 1` maps to 1; a single sample sits at 0).
+fn unit_scale(n: usize) -> f32 {
+    if n > 1 {
+        2.0 / (n - 1) as f32
+    } else {
+        1.0
+    }
+}
+
+/// Cells the frame is cut into for fitting, whatever its size (fixed fitting cost).
+const CELLS_X: usize = 16;
+const CELLS_Y: usize = 12;
+/// Pixel pairs further apart than this (after the first fit) are damage or occlusion.
+const PAIR_LIMIT: f32 = 0.15;
+/// Dark pixels carry no information about a gain.
+const MIN_LEVEL: f32 = 0.03;
+/// Log-gain residual of a cell beyond which its weight falls (a moving object, a shadow).
+const CELL_ROBUST: f64 = 0.01;
+
+#[derive(Clone, Copy, Default)]
+struct CellSums {
+    centre: f64,
+    neighbour: f64,
+    count: f64,
+}
+
+/// The centre and a neighbour at one coarse pyramid level (`level` halvings).
+#[derive(Clone, Copy)]
+pub struct Coarse<'a> {
+    pub centre: &'a Plane,
+    pub neighbour: &'a Plane,
+    pub level: usize,
+}
+
+impl<'a> Coarse<'a> {
+    /// The coarsest level that still gives each fitting cell a few samples each way.
+    pub fn pick(centre: &'a Plane, cp: &'a Pyramid, neighbour: &'a Plane, np: &'a Pyramid) -> Self {
+        let depth = cp.depth().min(np.depth());
+        let level = (0..depth)
+            .rev()
+            .find(|&l| {
+                let p = cp.level(centre, l);
+                p.width >= 4 * CELLS_X && p.height >= 3 * CELLS_Y
+            })
+            .unwrap_or(0);
+        Coarse {
+            centre: cp.level(centre, level),
+            neighbour: np.level(neighbour, level),
+            level,
+        }
+    }
+}
+
+/// Fits gain fields between frames and keeps the last correction, for the next frame's target.
+#[derive(Default)]
+pub struct RegionalDeflicker {
+    cells: Vec<CellSums>,
+    /// Each recent frame's own field (chained relative fields), oldest first.
+    history: VecDeque<GainField>,
+}
+
+impl RegionalDeflicker {
+    pub fn reset(&mut self) {
+        self.history.clear();
+    }
+
+    /// The field `d` with `centre ≈ tone(neighbour) * exp(d)`, the neighbour moved onto the
+    /// centre by `field`. Two rounds: the second ignores pixel pairs that disagree with the
+    /// first fit by more than `limit` (blotches, occlusions).
+    ///
+    /// Fitted on a coarse pyramid level, with the block vectors scaled down and truncated: on
+    /// smooth texture a block vector drifts a pixel to soak up a local change of light, which
+    /// would hide the very unevenness measured here; at a coarse level that drift rounds away,
+    /// while real motion still lines up to within a coarse pixel.
+    pub fn relative_field(
+        &mut self,
+        frames: Coarse,
+        field: &MotionField,
+        tone: ToneCorrection,
+        limit: f32,
+    ) -> GainField {
+        let mut fit = GainField::FLAT;
+        for pair_limit in [PAIR_LIMIT, limit.max(0.02)] {
+            self.sum_cells(&frames, field, tone, &fit, pair_limit);
+            fit = self.fit_cells();
+        }
+        fit
+    }
+
+    fn sum_cells(&mut self, frames: &Coarse, vectors: &MotionField, tone: ToneCorrection, fit: &GainField, limit: f32) {
+        let Coarse {
+            centre,
+            neighbour,
+            level,
+        } = *frames;
+        let (w, h) = (centre.width, centre.height);
+        self.cells.clear();
+        self.cells.resize(CELLS_X * CELLS_Y, CellSums::default());
+        let (sx, sy) = (unit_scale(w), unit_scale(h));
+        self.cells.par_chunks_mut(CELLS_X).enumerate().for_each(|(cy, cells)| {
+            for y in cy * h / CELLS_Y..(cy + 1) * h / CELLS_Y {
+                let c = centre.row(y);
+                let [a, b, q] = fit.row(y as f32 * sy - 1.0);
+                for (cx, cell) in cells.iter_mut().enumerate() {
+                    let (mut sc, mut sn, mut k) = (0.0f32, 0.0f32, 0.0f32);
+                    for x in cx * w / CELLS_X..(cx + 1) * w / CELLS_X {
+                        let (vx, vy) = vectors.vector_at(x << level, y << level);
+                        let raw = neighbour
+                            .get_clamped(x as isize + (vx >> level) as isize, y as isize + (vy >> level) as isize);
+                        let n = tone.map(raw);
+                        let nx = x as f32 * sx - 1.0;
+                        if n > MIN_LEVEL && (c[x] - n * gain_of(a + nx * (b + q * nx))).abs() < limit {
+                            sc += c[x];
+                            sn += n;
+                            k += 1.0;
+                        }
+                    }
+                    cell.centre += sc as f64;
+                    cell.neighbour += sn as f64;
+                    cell.count += k as f64;
+                }
+            }
+        });
+    }
+
+    /// Weighted least squares of the cells' log gains on the field terms (plus a constant,
+    /// fitted and dropped), then once more with cells far off the fit weighted down.
+    fn fit_cells(&self) -> GainField {
+        let mut previous: Option<[f64; FIELD_TERMS + 1]> = None;
+        for _ in 0..2 {
+            let mut normal = [[0.0f64; FIELD_TERMS + 2]; FIELD_TERMS + 1];
+            let mut used = 0;
+            for (i, cell) in self.cells.iter().enumerate() {
+                if cell.count < 8.0 || cell.neighbour <= 0.0 {
+                    continue;
+                }
+                let (nx, ny) = cell_centre(i);
+                let basis = basis(nx, ny);
+                let value = (cell.centre / cell.neighbour).ln();
+                let mut weight = cell.neighbour;
+                if let Some(fit) = &previous {
+                    let predicted: f64 = basis.iter().zip(fit).map(|(b, c)| b * c).sum();
+                    weight *= (CELL_ROBUST / (value - predicted).abs().max(1e-9)).min(1.0);
+                }
+                accumulate(&mut normal, &basis, value, weight);
+                used += 1;
+            }
+            // Too few cells to pin down a field: claim no unevenness rather than guess.
+            if used < 2 * (FIELD_TERMS + 1) {
+                return GainField::FLAT;
+            }
+            previous = Some(solve(normal).unwrap_or_default());
+        }
+        let fit = previous.unwrap_or_default();
+        GainField {
+            coeffs: std::array::from_fn(|k| fit[k + 1] as f32),
+        }
+    }
+
+    /// The correction for the centre frame, given the relative fields `d` of its compensated
+    /// neighbours at window offsets (see [`Self::relative_field`]). Call once per output frame,
+    /// in order; `starts_shot` forgets the history.
+    ///
+    /// Chaining the relative fields frame to frame gives each frame's own field (up to a
+    /// constant per shot, which does not matter); the target is a local-linear fit of those
+    /// fields over the shot's recent frames and the window's next ones, as the global deflicker
+    /// does with quantiles, so a steady change of light (a lamp warming, a cloud) is kept.
+    /// (The history is a field per frame: five numbers, no frames kept.)
+    pub fn correction(
+        &mut self,
+        params: &RegionalParams,
+        starts_shot: bool,
+        neighbours: &[(isize, GainField)],
+    ) -> GainField {
+        let previous = neighbours.iter().find(|(o, _)| *o == -1);
+        let own = match (self.history.back(), previous, starts_shot) {
+            (Some(last), Some((_, d)), false) => last.plus(d),
+            _ => {
+                self.history.clear();
+                GainField::FLAT
+            }
+        };
+        let ahead = neighbours
+            .iter()
+            .filter(|(o, _)| *o > 0)
+            .map(|(o, d)| (*o as f32, own.plus(&d.scaled(-1.0))));
+        let sigma = params.span.max(1) as f32 / 2.0;
+        let past = self
+            .history
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, f)| (-(i as f32) - 1.0, *f));
+        let mut fits = [LocalLinear::default(); FIELD_TERMS];
+        // The frame's own field is left out of its target: next to the end of the data its
+        // leverage on a local-linear fit is high, and it would pull the target back toward
+        // its own flicker. With nothing else to go on, the target is the frame itself.
+        let mut others = past.chain(ahead).peekable();
+        if others.peek().is_none() {
+            self.history.push_back(own);
+            return GainField::FLAT;
+        }
+        for (t, field) in others {
+            let w = (-0.5 * (t / sigma) * (t / sigma)).exp();
+            for (fit, c) in fits.iter_mut().zip(field.coeffs) {
+                fit.add(t, c, w);
+            }
+        }
+        self.history.push_back(own);
+        while self.history.len() > params.span.max(1) {
+            self.history.pop_front();
+        }
+        let target = GainField {
+            coeffs: std::array::from_fn(|k| fits[k].value_at_zero()),
+        };
+        target.plus(&own.scaled(-1.0)).scaled(params.strength.clamp(0.0, 1.0))
+    }
+}
+
+fn cell_centre(i: usize) -> (f64, f64) {
+    let (cx, cy) = (i % CELLS_X, i / CELLS_X);
+    let nx = (cx as f64 + 0.5) / CELLS_X as f64 * 2.0 - 1.0;
+    let ny = (cy as f64 + 0.5) / CELLS_Y as f64 * 2.0 - 1.0;
+    (nx, ny)
+}
+
+fn basis(nx: f64, ny: f64) -> [f64; FIELD_TERMS + 1] {
+    [1.0, nx, ny, nx * ny, nx * nx - 1.0 / 3.0, ny * ny - 1.0 / 3.0]
+}
+
+fn accumulate(normal: &mut [[f64; FIELD_TERMS + 2]; FIELD_TERMS + 1], basis: &[f64; FIELD_TERMS + 1], v: f64, w: f64) {
+    for (r, row) in normal.iter_mut().enumerate() {
+        for (c, b) in basis.iter().enumerate() {
+            row[c] += w * basis[r] * b;
+        }
+        row[FIELD_TERMS + 1] += w * basis[r] * v;
+    }
+}
+
+/// Gaussian elimination with partial pivoting on the augmented normal equations.
+fn solve(mut m: [[f64; FIELD_TERMS + 2]; FIELD_TERMS + 1]) -> Option<[f64; FIELD_TERMS + 1]> {
+    const N: usize = FIELD_TERMS + 1;
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[pivot][col].abs() < 1e-12 * m[0][0].abs().max(1e-300) {
+            return None;
+        }
+        m.swap(col, pivot);
+        for r in 0..N {
+            if r != col {
+                let f = m[r][col] / m[col][col];
+                for c in col..N + 1 {
+                    m[r][c] -= f * m[col][c];
+                }
+            }
+        }
+    }
+    Some(std::array::from_fn(|i| m[i][N] / m[i][i]))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod restorer;
 pub mod ring;
 pub mod rng;
 pub mod scratch;
+pub mod stabilise;
 pub mod stats;
 pub mod window;
 pub mod worker;

@@ -8,9 +8,12 @@
 //! frame *and* the scratch tracker has seen a peak within a couple of columns in recent frames
 //! (scratches persist; picture content rarely makes a frame-high line).
 //!
-//! Scratched pixels are refilled from both sides: a linear blend of the columns just outside
-//! the scratch, plus the vertical detail of the nearer side, so the fill carries texture and
-//! grain instead of a flat smear.
+//! Scratches slant and bend by a pixel or two over the frame's height, so the fill finds the
+//! scratch again on each row (the strongest residual of the scratch's sign within a few pixels
+//! of the frame's column run, grown over its soft edges) and refills just those pixels by a
+//! linear blend of two-pixel means either side. Each row is filled from its own sides, so the
+//! fill carries the picture's texture and grain down the column instead of a flat smear, and
+//! rows where the scratch has a gap are left alone.
 
 use crate::frame::Plane;
 use rayon::prelude::*;
@@ -47,6 +50,9 @@ pub struct ScratchRemover {
     track: Vec<f32>,
     next_track: Vec<f32>,
     columns: Vec<bool>,
+    runs: Vec<(usize, usize)>,
+    /// Pixels refilled in the last frame (valid while `runs` is not empty).
+    filled: Vec<bool>,
 }
 
 impl ScratchRemover {
@@ -67,6 +73,7 @@ impl ScratchRemover {
     /// Removes scratches from `luma` in place; returns the number of pixels replaced.
     pub fn process(&mut self, params: &ScratchParams, luma: &mut Plane, starts_shot: bool) -> usize {
         let w = luma.width;
+        self.runs.clear();
         if params.strength <= 0.0 || w < 2 * SIDE + 3 || luma.height < 8 {
             return 0;
         }
@@ -141,72 +148,105 @@ impl ScratchRemover {
         std::mem::swap(&mut self.track, &mut self.next_track);
     }
 
-    fn fill(&self, luma: &mut Plane, threshold: f32) -> usize {
+    fn fill(&mut self, luma: &mut Plane, threshold: f32) -> usize {
         let w = luma.width;
-        let runs = column_runs(&self.columns);
-        if runs.is_empty() {
+        column_runs(&self.columns, &mut self.runs);
+        if self.runs.is_empty() {
             return 0;
         }
-        let profile = &self.profile;
+        self.filled.clear();
+        self.filled.resize(luma.data.len(), false);
+        let (runs, profile) = (&self.runs, &self.profile);
         luma.data
             .par_chunks_mut(w)
-            .map(|row| {
+            .zip(self.filled.par_chunks_mut(w))
+            .map(|(row, filled)| {
                 let mut replaced = 0;
-                for &(x0, x1) in &runs {
-                    let (left, right) = (x0.saturating_sub(2), (x1 + 2).min(w - 1));
-                    // Rows where the scratch has a gap are left as they are.
+                for &(x0, x1) in runs {
                     let sign = profile[x0..=x1].iter().sum::<f32>().signum();
-                    let here =
-                        (x0..=x1).map(|x| row[x] - 0.5 * (row[left] + row[right])).sum::<f32>() / (x1 - x0 + 1) as f32;
-                    if here * sign < threshold * 0.5 {
-                        continue;
-                    }
-                    let span = (right - left) as f32;
-                    let (lv, rv) = (row[left], row[right]);
-                    for x in x0..=x1 {
-                        let t = (x - left) as f32 / span;
-                        row[x] = lv + t * (rv - lv);
-                        replaced += 1;
+                    // Rows where the scratch has a gap are left as they are.
+                    if let Some((a, b)) = scratch_in_row(row, x0, x1, sign, threshold) {
+                        replaced += fill_row(row, a, b);
+                        filled[a..=b].fill(true);
                     }
                 }
                 replaced
             })
-            .sum::<usize>()
-            + self.add_texture(luma, &runs)
+            .sum()
     }
 
-    /// Adds the vertical detail of the nearer outside column to the blend, for texture.
-    fn add_texture(&self, luma: &mut Plane, runs: &[(usize, usize)]) -> usize {
-        let (w, h) = (luma.width, luma.height);
-        for &(x0, x1) in runs {
-            let source = if x0 >= 3 { x0 - 3 } else { (x1 + 3).min(w - 1) };
-            for y in 0..h {
-                let above = luma.get(source, y.saturating_sub(1));
-                let below = luma.get(source, (y + 1).min(h - 1));
-                let detail = luma.get(source, y) - 0.5 * (above + below);
-                for x in x0..=x1 {
-                    let v = luma.get(x, y) + 0.7 * detail;
-                    luma.set(x, y, v.clamp(0.0, 1.0));
-                }
+    /// Copies the last frame's refilled pixels from `from` into `to`: the compensated
+    /// neighbours carry the same scratch (it is on the film, which the picture moves across
+    /// slowly), and the grain filter would otherwise pull the fill back toward it.
+    pub fn copy_fills(&self, from: &Plane, to: &mut Plane) {
+        if self.runs.is_empty() || self.filled.len() != from.data.len() {
+            return;
+        }
+        for ((t, f), &m) in to.data.iter_mut().zip(&from.data).zip(&self.filled) {
+            if m {
+                *t = *f;
             }
         }
-        0
     }
 }
 
-/// A line gives a peak without an equally strong opposite peak beside it (an edge has one).
-fn is_single_peak(profile: &[f32], x: usize) -> bool {
-    let peak = profile[x];
-    let lo = x.saturating_sub(SIDE + 1);
-    let hi = (x + SIDE + 1).min(profile.len() - 1);
-    let opposite = (lo..=hi).map(|i| -profile[i] * peak.signum()).fold(0.0f32, f32::max);
-    opposite < 0.75 * peak.abs()
+/// Pixels a scratch may stray, on one row, from the column run found for the whole frame
+/// (scratches slant and bend a little).
+const ROW_SEARCH: usize = 3;
+
+/// The pixels `a..=b` of the scratch on this row: the strongest line residual of the scratch's
+/// sign near its run, grown over its soft edges; `None` where the scratch has a gap.
+fn scratch_in_row(row: &[f32], x0: usize, x1: usize, sign: f32, threshold: f32) -> Option<(usize, usize)> {
+    let w = row.len();
+    let lo = x0.saturating_sub(ROW_SEARCH).max(SIDE);
+    let hi = (x1 + ROW_SEARCH).min(w - 1 - SIDE);
+    if lo > hi {
+        return None;
+    }
+    let residual = |x: usize| sign * (row[x] - 0.5 * (row[x - SIDE] + row[x + SIDE]));
+    let peak = (lo..=hi).max_by(|&a, &b| residual(a).total_cmp(&residual(b)))?;
+    if residual(peak) < threshold {
+        return None;
+    }
+    let edge = 0.4 * threshold;
+    let (mut a, mut b) = (peak, peak);
+    while a > lo && b - a + 1 < MAX_WIDTH && residual(a - 1) > edge {
+        a -= 1;
+    }
+    while b < hi && b - a + 1 < MAX_WIDTH && residual(b + 1) > edge {
+        b += 1;
+    }
+    Some((a, b))
+}
+
+/// Refills `row[a..=b]` by a linear blend of two-pixel means just outside it (a single pixel
+/// would carry its grain across the whole fill).
+fn fill_row(row: &mut [f32], a: usize, b: usize) -> usize {
+    let w = row.len();
+    let side = |x: usize, y: usize| 0.5 * (row[x] + row[y]);
+    let left = if a >= 2 {
+        side(a - 1, a - 2)
+    } else {
+        row[a.saturating_sub(1)]
+    };
+    let right = if b + 2 < w {
+        side(b + 1, b + 2)
+    } else {
+        row[(b + 1).min(w - 1)]
+    };
+    // The outside means sit half a pixel further out than the pixels next to the run.
+    let span = (b - a) as f32 + 3.0;
+    for x in a..=b {
+        let t = (x - a) as f32 + 1.5;
+        row[x] = left + (right - left) * t / span;
+    }
+    b - a + 1
 }
 
 /// Contiguous runs of scratched columns, each at most `MAX_WIDTH` wide (wider runs are not
-/// line scratches and are left alone).
-fn column_runs(columns: &[bool]) -> Vec<(usize, usize)> {
-    let mut runs = Vec::new();
+/// line scratches and are left alone), into `runs`.
+fn column_runs(columns: &[bool], runs: &mut Vec<(usize, usize)>) {
+    runs.clear();
     let mut x = 0;
     while x < columns.len() {
         if columns[x] {
@@ -220,7 +260,15 @@ fn column_runs(columns: &[bool]) -> Vec<(usize, usize)> {
         }
         x += 1;
     }
-    runs
+}
+
+/// A line gives a peak without an equally strong opposite peak beside it (an edge has one).
+fn is_single_peak(profile: &[f32], x: usize) -> bool {
+    let peak = profile[x];
+    let lo = x.saturating_sub(SIDE + 1);
+    let hi = (x + SIDE + 1).min(profile.len() - 1);
+    let opposite = (lo..=hi).map(|i| -profile[i] * peak.signum()).fold(0.0f32, f32::max);
+    opposite < 0.75 * peak.abs()
 }
 
 #[cfg(test)]
@@ -308,5 +356,34 @@ mod tests {
             assert_eq!(remover.process(&ScratchParams { strength: 1.0 }, &mut luma, first), 0);
         }
         assert!(luma.data.iter().all(|&v| v == 0.3));
+    }
+
+    #[test]
+    fn fills_are_copied_into_a_neighbour_at_the_filled_pixels_only() {
+        let mut remover = ScratchRemover::new();
+        let params = ScratchParams::default();
+        for frame in 0..3 {
+            let mut luma = scratched(&textured(120, 90, frame + 1), 50, 0.95);
+            remover.process(&params, &mut luma, frame == 0);
+            // A neighbour with the same scratch, as the compensated neighbours have.
+            let neighbour = scratched(&textured(120, 90, frame + 7), 50, 0.95);
+            let mut copy = neighbour.clone();
+            remover.copy_fills(&luma, &mut copy);
+            let changed: Vec<usize> = (0..copy.data.len())
+                .filter(|&i| copy.data[i] != neighbour.data[i])
+                .collect();
+            if frame > 0 {
+                assert!(
+                    changed.len() >= 60,
+                    "frame {frame}: only {} pixels copied",
+                    changed.len()
+                );
+            }
+            assert!(
+                changed.iter().all(|&i| (i % 120).abs_diff(50) <= 2),
+                "copied away from the scratch"
+            );
+            assert!(changed.iter().all(|&i| copy.data[i] == luma.data[i]));
+        }
     }
 }

@@ -599,6 +599,8 @@ mod tests {
         let params = RestoreParams {
             deflicker: false,
             clean: crate::clean::CleanParams {
+                stabilise: None,
+                regional: None,
                 blotches: None,
                 scratches: None,
                 grain: None,

@@ -13,10 +13,11 @@ use gst_video::prelude::*;
 use kernels::blotch::BlotchParams;
 use kernels::clean::CleanParams;
 use kernels::compare::CompareMode as KernelCompare;
-use kernels::deflicker::DeflickerParams;
+use kernels::deflicker::{DeflickerParams, RegionalParams};
 use kernels::grain::GrainParams;
 use kernels::restorer::{RestoreParams, Stage};
 use kernels::scratch::ScratchParams;
+use kernels::stabilise::StabiliseParams;
 use kernels::worker::{Done, OnPostFailure, PostStage, Worker};
 use kernels::{PixelFormat, WorkFrame};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -81,13 +82,18 @@ const MAX_TEMPORAL_RADIUS: u32 = 8;
 const DEFAULT_DEFLICKER: bool = true;
 const DEFAULT_DEFLICKER_STRENGTH: f64 = 1.0;
 const DEFAULT_DEFLICKER_SPAN: u32 = 12;
+const DEFAULT_REGIONAL_DEFLICKER: bool = true;
+const DEFAULT_REGIONAL_DEFLICKER_STRENGTH: f64 = 1.0;
+const DEFAULT_STABILISE: bool = false;
+const DEFAULT_STABILISE_SPAN: u32 = 16;
+const DEFAULT_STABILISE_MAX_SHIFT: f64 = 8.0;
 const DEFAULT_CUT_THRESHOLD: f64 = 0.6;
 const DEFAULT_BLOTCHES: bool = true;
 const DEFAULT_BLOTCH_STRENGTH: f64 = 0.5;
 const DEFAULT_SCRATCHES: bool = true;
 const DEFAULT_SCRATCH_STRENGTH: f64 = 0.5;
 const DEFAULT_GRAIN: bool = true;
-const DEFAULT_GRAIN_STRENGTH: f64 = 0.5;
+const DEFAULT_GRAIN_STRENGTH: f64 = 1.0;
 const DEFAULT_STATS_INTERVAL: u32 = 250;
 
 /// Properties. Copied once per frame; never locked across processing.
@@ -98,6 +104,11 @@ struct Settings {
     deflicker: bool,
     deflicker_strength: f64,
     deflicker_span: u32,
+    regional_deflicker: bool,
+    regional_deflicker_strength: f64,
+    stabilise: bool,
+    stabilise_span: u32,
+    stabilise_max_shift: f64,
     cut_threshold: f64,
     blotches: bool,
     blotch_strength: f64,
@@ -123,6 +134,11 @@ impl Default for Settings {
             deflicker: DEFAULT_DEFLICKER,
             deflicker_strength: DEFAULT_DEFLICKER_STRENGTH,
             deflicker_span: DEFAULT_DEFLICKER_SPAN,
+            regional_deflicker: DEFAULT_REGIONAL_DEFLICKER,
+            regional_deflicker_strength: DEFAULT_REGIONAL_DEFLICKER_STRENGTH,
+            stabilise: DEFAULT_STABILISE,
+            stabilise_span: DEFAULT_STABILISE_SPAN,
+            stabilise_max_shift: DEFAULT_STABILISE_MAX_SHIFT,
             cut_threshold: DEFAULT_CUT_THRESHOLD,
             blotches: DEFAULT_BLOTCHES,
             blotch_strength: DEFAULT_BLOTCH_STRENGTH,
@@ -243,6 +259,15 @@ impl OldFilmRestore {
                 span: settings.deflicker_span as usize,
             },
             clean: CleanParams {
+                stabilise: settings.stabilise.then_some(StabiliseParams {
+                    span: settings.stabilise_span as usize,
+                    max_shift: settings.stabilise_max_shift as f32,
+                }),
+                // Regional flicker is part of the deflicker stage: off with it.
+                regional: (settings.deflicker && settings.regional_deflicker).then_some(RegionalParams {
+                    strength: settings.regional_deflicker_strength as f32,
+                    span: settings.deflicker_span as usize,
+                }),
                 blotches: settings.blotches.then_some(BlotchParams {
                     strength: settings.blotch_strength as f32,
                 }),
@@ -742,6 +767,42 @@ impl ObjectImpl for OldFilmRestore {
                     .default_value(DEFAULT_DEFLICKER_SPAN)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("regional-deflicker")
+                    .nick("Regional deflicker")
+                    .blurb("Also remove uneven flicker (one side or corner of the frame pulsing against the rest): a smooth gain field per frame, fitted against the motion-compensated neighbours and smoothed over deflicker-span frames, so moving objects, shadows and steady lighting changes keep their light. Only with deflicker on. Default: true")
+                    .default_value(DEFAULT_REGIONAL_DEFLICKER)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("regional-deflicker-strength")
+                    .nick("Regional deflicker strength")
+                    .blurb("0 leaves uneven flicker as it is, 1 removes all of it the stage measures. Range 0-1, default 1")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_REGIONAL_DEFLICKER_STRENGTH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("stabilise")
+                    .nick("Stabilise gate weave")
+                    .blurb("Remove gate weave: the frame-to-frame jitter of the picture's position, measured from the motion field (median vector refined to sub-pixel), while steady pans and tilts are kept. Edges shifted in repeat the border. Off by default: on a steady camera it can only add a slight resampling softness. Default: false")
+                    .default_value(DEFAULT_STABILISE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("stabilise-span")
+                    .nick("Stabilise span")
+                    .blurb("Frames of history the intended camera path is fitted over; longer removes slower weave but follows a change of pan speed later. Range 2-100, default 16")
+                    .minimum(2)
+                    .maximum(100)
+                    .default_value(DEFAULT_STABILISE_SPAN)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("stabilise-max-shift")
+                    .nick("Stabilise max shift")
+                    .blurb("Largest correction in pixels; a larger measured jitter is taken for a deliberate jerk or a misestimate and left alone. Range 0.5-64, default 8")
+                    .minimum(0.5)
+                    .maximum(64.0)
+                    .default_value(DEFAULT_STABILISE_MAX_SHIFT)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecDouble::builder("cut-threshold")
                     .nick("Cut threshold")
                     .blurb("How different two consecutive frames must be (mean change of the brightness-normalised picture, in standard deviations) to count as a shot cut. A cut must also stand out from the frames just before it, so fast pans are not cuts. Lower finds more cuts. Range 0.05-10, default 0.6")
@@ -786,7 +847,7 @@ impl ObjectImpl for OldFilmRestore {
                     .build(),
                 glib::ParamSpecDouble::builder("grain-strength")
                     .nick("Grain strength")
-                    .blurb("0 keeps all grain, 1 removes as much as the filter can; archivists often keep some. Range 0-1, default 0.5")
+                    .blurb("0 keeps all grain, 1 removes as much as the filter can (some fine grain always stays); archivists who want the grain kept set it lower. Range 0-1, default 1")
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(DEFAULT_GRAIN_STRENGTH)
@@ -890,6 +951,13 @@ impl ObjectImpl for OldFilmRestore {
             "deflicker" => settings.deflicker = value.get().expect("type checked upstream"),
             "deflicker-strength" => settings.deflicker_strength = value.get().expect("type checked upstream"),
             "deflicker-span" => settings.deflicker_span = value.get().expect("type checked upstream"),
+            "regional-deflicker" => settings.regional_deflicker = value.get().expect("type checked upstream"),
+            "regional-deflicker-strength" => {
+                settings.regional_deflicker_strength = value.get().expect("type checked upstream")
+            }
+            "stabilise" => settings.stabilise = value.get().expect("type checked upstream"),
+            "stabilise-span" => settings.stabilise_span = value.get().expect("type checked upstream"),
+            "stabilise-max-shift" => settings.stabilise_max_shift = value.get().expect("type checked upstream"),
             "cut-threshold" => settings.cut_threshold = value.get().expect("type checked upstream"),
             "blotches" => settings.blotches = value.get().expect("type checked upstream"),
             "blotch-strength" => settings.blotch_strength = value.get().expect("type checked upstream"),
@@ -948,6 +1016,11 @@ impl ObjectImpl for OldFilmRestore {
             "deflicker" => settings.deflicker.to_value(),
             "deflicker-strength" => settings.deflicker_strength.to_value(),
             "deflicker-span" => settings.deflicker_span.to_value(),
+            "regional-deflicker" => settings.regional_deflicker.to_value(),
+            "regional-deflicker-strength" => settings.regional_deflicker_strength.to_value(),
+            "stabilise" => settings.stabilise.to_value(),
+            "stabilise-span" => settings.stabilise_span.to_value(),
+            "stabilise-max-shift" => settings.stabilise_max_shift.to_value(),
             "cut-threshold" => settings.cut_threshold.to_value(),
             "blotches" => settings.blotches.to_value(),
             "blotch-strength" => settings.blotch_strength.to_value(),
