@@ -409,6 +409,8 @@ mod tests {
                 blotches: None,
                 scratches: None,
                 grain: None,
+                stabilise: None,
+                regional: None,
             },
             ..RestoreParams::default()
         };
