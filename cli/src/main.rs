@@ -183,7 +183,7 @@ struct RestoreArgs {
     /// Leave the grain.
     #[arg(long)]
     no_grain: bool,
-    /// How much grain to remove, 0 (keep) to 1 (element default 0.5).
+    /// How much grain to remove, 0 (keep) to 1 (element default 1).
     #[arg(long, value_name = "F")]
     grain_strength: Option<f64>,
     /// Before/after view in the output, for previews.

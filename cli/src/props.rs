@@ -199,6 +199,6 @@ mod tests {
         let e = restore();
         assert_eq!(show_value(&e.property_value("compare")), "none");
         assert_eq!(show_value(&e.property_value("deflicker")), "true");
-        assert_eq!(show_value(&e.property_value("grain-strength")), "0.5");
+        assert_eq!(show_value(&e.property_value("grain-strength")), "1");
     }
 }
