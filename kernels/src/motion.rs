@@ -192,6 +192,9 @@ fn full_search(c: &Plane, n: &Plane, tone: ToneCorrection, x0: usize, y0: usize)
 
 /// Small-diamond descent from the predictor (at most a few steps), plus the zero vector
 /// (static scenes, film borders).
+///
+/// Each step revisits the previous centre; a vector already tried is skipped, which cannot
+/// change the result: it lost (or was beaten) against a best that has only fallen since.
 fn refine(
     c: &Plane,
     n: &Plane,
@@ -201,13 +204,24 @@ fn refine(
     predictor: (i32, i32),
 ) -> ((i32, i32), f32) {
     let mut best = (predictor, block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY));
+    // Predictor, zero, and at most 4 + 3 + 3 diamond points.
+    let mut tried = [predictor; 12];
+    let mut count = 1;
     if predictor != (0, 0) {
         try_vector(c, n, tone, x0, y0, (0, 0), &mut best);
+        tried[count] = (0, 0);
+        count += 1;
     }
     for _ in 0..3 {
         let centre = best.0;
         for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
-            try_vector(c, n, tone, x0, y0, (centre.0 + dx, centre.1 + dy), &mut best);
+            let v = (centre.0 + dx, centre.1 + dy);
+            if tried[..count].contains(&v) {
+                continue;
+            }
+            try_vector(c, n, tone, x0, y0, v, &mut best);
+            tried[count] = v;
+            count += 1;
         }
         if best.0 == centre {
             break;
@@ -349,6 +363,57 @@ mod tests {
         let field = field_between(&c, &n, ToneCorrection::IDENTITY);
         for (x, y) in [(60, 36), (67, 36), (60, 43), (67, 43)] {
             assert_eq!(field.vector_at(x, y), (0, 0), "block at {x},{y}");
+        }
+    }
+
+    /// The diamond descent as first written, re-trying vectors it has already costed.
+    fn refine_plain(
+        c: &Plane,
+        n: &Plane,
+        tone: ToneCorrection,
+        x0: usize,
+        y0: usize,
+        p: (i32, i32),
+    ) -> ((i32, i32), f32) {
+        let mut best = (p, block_cost(c, n, tone, x0, y0, p, f32::INFINITY));
+        if p != (0, 0) {
+            try_vector(c, n, tone, x0, y0, (0, 0), &mut best);
+        }
+        for _ in 0..3 {
+            let centre = best.0;
+            for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
+                try_vector(c, n, tone, x0, y0, (centre.0 + dx, centre.1 + dy), &mut best);
+            }
+            if best.0 == centre {
+                break;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn skipping_tried_vectors_does_not_change_the_refinement() {
+        // Tall enough for the every-other-row cost, with noise so that the descent wanders.
+        let (w, h) = (96, 416);
+        let mut c = scene(w, h, (0, 0), 1.0);
+        let n = scene(w, h, (2, -3), 0.9);
+        let mut s = 7u32;
+        for v in c.data.iter_mut() {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            *v += 0.05 * ((s >> 8) as f32 / (1u32 << 24) as f32);
+        }
+        let tone = ToneCorrection {
+            gain: 1.1,
+            offset: 0.01,
+        };
+        for y0 in (0..h).step_by(BLOCK) {
+            for x0 in (0..w).step_by(BLOCK) {
+                for p in [(0, 0), (2, -3), (-4, 1), (1, 1)] {
+                    assert_eq!(refine(&c, &n, tone, x0, y0, p), refine_plain(&c, &n, tone, x0, y0, p));
+                }
+            }
         }
     }
 
