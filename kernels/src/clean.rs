@@ -18,6 +18,7 @@ use crate::restorer::{Stage, StageTimes};
 use crate::scratch::{ScratchParams, ScratchRemover};
 use crate::stabilise::{translation, StabiliseParams, Stabiliser};
 use crate::window::{Slot, TemporalWindow};
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// Which classic stages run, and how strongly.
@@ -219,9 +220,13 @@ impl Cleaner {
             }
             compensate(&n.frame.luma, field, ToneCorrection::IDENTITY, comp);
             *tone = fit_pixel_pairs(comp, &c.luma, rough);
-            for v in comp.data.iter_mut() {
-                *v = tone.map(*v);
-            }
+            let tone = *tone;
+            // A full-resolution pass: spread it over the cores like the rest of the stage.
+            comp.data.par_chunks_mut(4096).for_each(|run| {
+                for v in run {
+                    *v = tone.map(*v);
+                }
+            });
         }
     }
 }
