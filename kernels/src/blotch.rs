@@ -272,28 +272,62 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
     let tolerance = tolerance.max(0.2 * range);
     let (vx, vy) = n.field.vector_at(x, y);
     let (cx, cy) = (x as isize + vx as isize, y as isize + vy as isize);
-    let r = MOTION_CHECK_RADIUS;
+    let reach = MOTION_CHECK_RADIUS + 1;
+    let raw = n.raw;
+    let (w, h) = (raw.width as isize, raw.height as isize);
+    // Away from the borders no position needs clamping: read the rows directly.
+    if cx - reach >= 0 && cy - reach >= 0 && cx + reach < w && cy + reach < h {
+        patch_found(
+            &patch,
+            n.tone,
+            tolerance,
+            |px, py| raw.data[(py * w + px) as usize],
+            cx,
+            cy,
+        )
+    } else {
+        patch_found(&patch, n.tone, tolerance, |px, py| raw.get_clamped(px, py), cx, cy)
+    }
+}
+
+/// Whether `patch` matches within `tolerance` (per pixel on average) at some position within
+/// `MOTION_CHECK_RADIUS` of (cx, cy) in the neighbour read through `fetch`.
+///
+/// Positions are tried nearest first (the vectors are usually nearly right, so real content
+/// matches early); the answer is the same in any order, and each position's sum is taken in the
+/// patch's order, so it is exactly what a raster scan gives.
+#[inline]
+fn patch_found(
+    patch: &[f32; 9],
+    tone: crate::deflicker::ToneCorrection,
+    tolerance: f32,
+    fetch: impl Fn(isize, isize) -> f32,
+    cx: isize,
+    cy: isize,
+) -> bool {
     // Most positions are far off after a pixel or two: stop summing once one cannot match.
     let limit = 9.0 * tolerance;
-    for sy in -r..=r {
-        for sx in -r..=r {
-            let mut diff = 0.0;
-            for (i, cv) in patch.iter().enumerate() {
-                let nv = n.tone.map(
-                    n.raw
-                        .get_clamped(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1),
-                );
-                diff += (cv - nv).abs();
-                if diff >= limit {
-                    break;
-                }
-            }
-            if diff < limit {
-                return true;
+    let matches = |sx: isize, sy: isize| {
+        let mut diff = 0.0;
+        for (i, cv) in patch.iter().enumerate() {
+            let nv = tone.map(fetch(cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1));
+            diff += (cv - nv).abs();
+            if diff >= limit {
+                return false;
             }
         }
-    }
-    false
+        diff < limit
+    };
+    (0..=MOTION_CHECK_RADIUS).any(|d| ring(d).any(|(sx, sy)| matches(sx, sy)))
+}
+
+/// The offsets at Chebyshev distance exactly `d` from the origin.
+fn ring(d: isize) -> impl Iterator<Item = (isize, isize)> {
+    (-d..=d).flat_map(move |sy| {
+        // Rows strictly inside the ring only have its two ends.
+        let step = if sy.abs() == d { 1 } else { 2 * d as usize };
+        (-d..=d).step_by(step).map(move |sx| (sx, sy))
+    })
 }
 
 /// Robust noise level of the centre against its compensated neighbours (median absolute
@@ -420,6 +454,74 @@ mod tests {
         let mut out = Plane::new(centre.width, centre.height);
         let n = BlotchRemover::new().process(&params, centre, &a, &b, &mut out);
         (out, n)
+    }
+
+    /// The real-motion check as first written: a raster scan with clamped reads everywhere.
+    fn found_nearby_raster(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f32) -> bool {
+        let mut patch = [0.0f32; 9];
+        for (i, v) in patch.iter_mut().enumerate() {
+            *v = centre.get_clamped(x as isize + (i % 3) as isize - 1, y as isize + (i / 3) as isize - 1);
+        }
+        let range = patch.iter().cloned().fold(f32::MIN, f32::max) - patch.iter().cloned().fold(f32::MAX, f32::min);
+        let limit = 9.0 * tolerance.max(0.2 * range);
+        let (vx, vy) = n.field.vector_at(x, y);
+        let (cx, cy) = (x as isize + vx as isize, y as isize + vy as isize);
+        let r = MOTION_CHECK_RADIUS;
+        (-r..=r).any(|sy| {
+            (-r..=r).any(|sx| {
+                let mut diff = 0.0;
+                for (i, cv) in patch.iter().enumerate() {
+                    let (px, py) = (cx + sx + (i % 3) as isize - 1, cy + sy + (i / 3) as isize - 1);
+                    diff += (cv - n.tone.map(n.raw.get_clamped(px, py))).abs();
+                    if diff >= limit {
+                        break;
+                    }
+                }
+                diff < limit
+            })
+        })
+    }
+
+    #[test]
+    fn the_nearest_first_motion_check_equals_the_raster_scan() {
+        let (prev, mut centre) = (textured(64, 48, 0, 3), textured(64, 48, 2, 5));
+        // Content that is not in the neighbour, so some checks fail.
+        for y in 10..16 {
+            for x in 20..27 {
+                centre.set(x, y, 0.95);
+            }
+        }
+        let (mut pp, mut pc) = (Pyramid::default(), Pyramid::default());
+        pp.build(&prev);
+        pc.build(&centre);
+        let mut field = MotionField::default();
+        let tone = ToneCorrection {
+            gain: 1.05,
+            offset: -0.01,
+        };
+        estimate(&centre, &pc, &prev, &pp, tone, &mut field);
+        let n = Neighbour {
+            compensated: &prev,
+            raw: &prev,
+            field: &field,
+            tone,
+        };
+        let (mut found, mut total) = (0, 0);
+        for tolerance in [0.002, 0.01, 0.025] {
+            for y in 0..centre.height {
+                for x in 0..centre.width {
+                    let fast = found_nearby(&centre, &n, x, y, tolerance);
+                    assert_eq!(
+                        fast,
+                        found_nearby_raster(&centre, &n, x, y, tolerance),
+                        "{x},{y} at {tolerance}"
+                    );
+                    found += fast as usize;
+                    total += 1;
+                }
+            }
+        }
+        assert!(found > 0 && found < total, "{found} of {total}: both answers exercised");
     }
 
     #[test]
