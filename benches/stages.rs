@@ -1,12 +1,14 @@
 //! Per-stage cost of the classic path at 720p and 1080p, GRAY8 and I420: unpack, analyse
-//! (statistics + cut detection), deflicker, pack, and one whole restorer step.
+//! (statistics + cut detection), deflicker, motion estimation (one neighbour), pack, and one
+//! whole restorer step.
 //! `cargo bench -p oldfilm-benches --bench stages`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kernels::deflicker::{Deflicker, DeflickerParams};
+use kernels::deflicker::{Deflicker, DeflickerParams, ToneCorrection};
+use kernels::motion::{estimate, MotionField, Pyramid};
 use kernels::restorer::{RestoreParams, Restorer};
 use kernels::stats::FrameStats;
-use kernels::{PixelFormat, WorkFrame};
+use kernels::{PixelFormat, Plane, WorkFrame};
 use oldfilm_benches::{packed, textured, SIZES};
 
 const FORMATS: [PixelFormat; 2] = [PixelFormat::Gray8, PixelFormat::I420];
@@ -43,6 +45,9 @@ fn stages(c: &mut Criterion) {
                     .apply(&mut target.luma);
                 })
             });
+            if format == PixelFormat::Gray8 {
+                motion_bench(&mut group, id("motion"), &frame.luma);
+            }
             group.bench_function(id("restorer-step"), |b| {
                 let mut restorer: Restorer<u32> = Restorer::new(frame.geometry, 2, 2);
                 let params = RestoreParams::default();
@@ -58,6 +63,31 @@ fn stages(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Motion from a frame to a copy of it moved by (3, 2) with a slight gain change: the
+/// estimator's pyramid build and search, as the restorer runs it once per neighbour.
+fn motion_bench(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    luma: &Plane,
+) {
+    let mut moved = Plane::new(luma.width, luma.height);
+    for y in 0..luma.height {
+        for x in 0..luma.width {
+            moved.set(x, y, 0.9 * luma.get_clamped(x as isize - 3, y as isize - 2));
+        }
+    }
+    let (mut pc, mut pn) = (Pyramid::default(), Pyramid::default());
+    pc.build(luma);
+    let tone = ToneCorrection { gain: 1.1, offset: 0.0 };
+    let mut field = MotionField::default();
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            pn.build(&moved);
+            estimate(luma, &pc, &moved, &pn, tone, &mut field);
+        })
+    });
 }
 
 criterion_group!(benches, stages);
