@@ -214,12 +214,23 @@ fn refine(
     }
     for _ in 0..3 {
         let centre = best.0;
-        for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
-            let v = (centre.0 + dx, centre.1 + dy);
+        let diamond = [(-1, 0), (1, 0), (0, -1), (0, 1)].map(|(dx, dy)| (centre.0 + dx, centre.1 + dy));
+        let costs = block_costs4(c, n, tone, x0, y0, diamond, best.1);
+        for (k, v) in diamond.into_iter().enumerate() {
             if tried[..count].contains(&v) {
                 continue;
             }
-            try_vector(c, n, tone, x0, y0, v, &mut best);
+            // The four were costed against the best at the start of the step, looser than
+            // the one-by-one bound; that cannot change a decision: a cost cut short exceeds
+            // the looser bound, and one completed where the tighter bound would have cut it
+            // short is above that tighter best, so it is turned down all the same.
+            let cost = match costs {
+                Some(costs) => costs[k],
+                None => block_cost(c, n, tone, x0, y0, v, best.1),
+            };
+            if cost < best.1 - 1e-4 {
+                best = (v, cost);
+            }
             tried[count] = v;
             count += 1;
         }
@@ -228,6 +239,58 @@ fn refine(
         }
     }
     best
+}
+
+/// `block_cost` of four vectors at once, for a whole block whose four matches all lie inside
+/// the neighbour (else `None`). Each vector's sum runs in the same order as `block_cost`'s, so
+/// the values are the same; the four independent sums keep the core busy where one waits on
+/// its previous addition.
+fn block_costs4(
+    c: &Plane,
+    n: &Plane,
+    tone: ToneCorrection,
+    x0: usize,
+    y0: usize,
+    vs: [(i32, i32); 4],
+    bound: f32,
+) -> Option<[f32; 4]> {
+    let (x1, y1) = (x0 + BLOCK, y0 + BLOCK);
+    let inside = |v: &(i32, i32)| {
+        x0 as i32 + v.0 >= 0
+            && y0 as i32 + v.1 >= 0
+            && x1 as i32 + v.0 <= n.width as i32
+            && y1 as i32 + v.1 <= n.height as i32
+    };
+    if x1 > c.width || y1 > c.height || !vs.iter().all(inside) {
+        return None;
+    }
+    let row_step = if c.height >= 400 { 2 } else { 1 };
+    let count = (BLOCK * BLOCK.div_ceil(row_step)) as f32;
+    let limit = bound * count;
+    let mut sums = [0.0f32; 4];
+    for y in (y0..y1).step_by(row_step) {
+        // A sum past the limit stops growing, as `block_cost` stops its loop.
+        let live = sums.map(|s| s <= limit);
+        if !live.iter().any(|&l| l) {
+            break;
+        }
+        let crow: &[f32; BLOCK] = c.row(y)[x0..x1].try_into().expect("a whole block row");
+        let rows = vs.map(|v| {
+            let off = (x0 as i32 + v.0) as usize;
+            let row: &[f32; BLOCK] = n.row((y as i32 + v.1) as usize)[off..off + BLOCK]
+                .try_into()
+                .expect("a whole block row");
+            row
+        });
+        for (x, cv) in crow.iter().enumerate() {
+            for k in 0..4 {
+                if live[k] {
+                    sums[k] += (cv - tone.map(rows[k][x])).abs().min(TRUNCATE);
+                }
+            }
+        }
+    }
+    Some(sums.map(|s| s / count))
 }
 
 /// Mean truncated absolute difference between a centre block and the displaced neighbour
@@ -389,6 +452,29 @@ mod tests {
             }
         }
         best
+    }
+
+    #[test]
+    fn four_costs_at_once_equal_one_at_a_time() {
+        for h in [96, 416] {
+            let c = scene(96, h, (0, 0), 1.0);
+            let n = scene(96, h, (1, 2), 0.9);
+            let tone = ToneCorrection {
+                gain: 1.1,
+                offset: 0.01,
+            };
+            let vs = [(0, 0), (1, 2), (-3, 1), (2, -2)];
+            for bound in [f32::INFINITY, 0.05, 0.01, 0.001] {
+                for y0 in (0..h).step_by(BLOCK) {
+                    for x0 in (0..96).step_by(BLOCK) {
+                        if let Some(costs) = block_costs4(&c, &n, tone, x0, y0, vs, bound) {
+                            let one = vs.map(|v| block_cost(&c, &n, tone, x0, y0, v, bound));
+                            assert_eq!(costs.map(f32::to_bits), one.map(f32::to_bits));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
