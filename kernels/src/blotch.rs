@@ -200,8 +200,9 @@ impl BlotchRemover {
                     let here = mask[y * w + x];
                     row[x] = if here != 0 {
                         here
-                    } else if touches(mask, w, h, x, y)
-                        && is_spike(centre.get(x, y), fa.get(x, y), fb.get(x, y), threshold)
+                    } else if is_spike(centre.get(x, y), fa.get(x, y), fb.get(x, y), threshold)
+                        // The 3x3 look at the mask costs more than the test, and is rarely needed.
+                        && touches(mask, w, h, x, y)
                     {
                         EDGE
                     } else {
