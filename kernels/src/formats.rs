@@ -406,6 +406,12 @@ fn unpack_component(src: PlaneRef, c: &Component, dst: &mut Plane) {
     let unpack_row = |(y, row): (usize, &mut [f32])| {
         let base = y * src.stride + c.offset;
         match c.depth {
+            // Planar samples (step 1, the common case) as one slice, so the loop vectorises.
+            Depth::U8 if c.step == 1 => {
+                for (v, &code) in row.iter_mut().zip(&src.data[base..base + width]) {
+                    *v = code as f32 / max;
+                }
+            }
             Depth::U8 => {
                 for (x, v) in row.iter_mut().enumerate() {
                     *v = src.data[base + x * c.step] as f32 / max;
@@ -434,6 +440,12 @@ fn pack_component(src: &Plane, c: &Component, dst: &mut PlaneMut) {
     let pack_row = |(y, out): (usize, &mut [u8])| {
         let row = src.row(y);
         match c.depth {
+            // Planar samples (step 1, the common case) as one slice, so the loop vectorises.
+            Depth::U8 if c.step == 1 => {
+                for (o, &v) in out[c.offset..c.offset + row.len()].iter_mut().zip(row) {
+                    *o = quantize(v, max) as u8;
+                }
+            }
             Depth::U8 => {
                 for (x, &v) in row.iter().enumerate() {
                     out[c.offset + x * c.step] = quantize(v, max) as u8;
