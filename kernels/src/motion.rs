@@ -203,19 +203,31 @@ fn refine(
     y0: usize,
     predictor: (i32, i32),
 ) -> ((i32, i32), f32) {
-    let mut best = (predictor, block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY));
     // Predictor, zero, and at most 4 + 3 + 3 diamond points.
     let mut tried = [predictor; 12];
     let mut count = 1;
+    let mut best;
     if predictor != (0, 0) {
-        try_vector(c, n, tone, x0, y0, (0, 0), &mut best);
+        // Both in one pass; the zero vector costed without a bound decides as it would with
+        // the predictor's cost as its bound (see the diamond step below).
+        let both = block_costs(c, n, tone, x0, y0, [predictor, (0, 0)], f32::INFINITY);
+        let (p, z) = match both {
+            Some([p, z]) => (p, z),
+            None => {
+                let p = block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY);
+                (p, block_cost(c, n, tone, x0, y0, (0, 0), p))
+            }
+        };
+        best = if z < p - 1e-4 { ((0, 0), z) } else { (predictor, p) };
         tried[count] = (0, 0);
         count += 1;
+    } else {
+        best = (predictor, block_cost(c, n, tone, x0, y0, predictor, f32::INFINITY));
     }
     for _ in 0..3 {
         let centre = best.0;
         let diamond = [(-1, 0), (1, 0), (0, -1), (0, 1)].map(|(dx, dy)| (centre.0 + dx, centre.1 + dy));
-        let costs = block_costs4(c, n, tone, x0, y0, diamond, best.1);
+        let costs = block_costs(c, n, tone, x0, y0, diamond, best.1);
         for (k, v) in diamond.into_iter().enumerate() {
             if tried[..count].contains(&v) {
                 continue;
@@ -241,19 +253,19 @@ fn refine(
     best
 }
 
-/// `block_cost` of four vectors at once, for a whole block whose four matches all lie inside
-/// the neighbour (else `None`). Each vector's sum runs in the same order as `block_cost`'s, so
-/// the values are the same; the four independent sums keep the core busy where one waits on
-/// its previous addition.
-fn block_costs4(
+/// `block_cost` of `N` vectors at once, for a whole block whose matches all lie inside the
+/// neighbour (else `None`). Each vector's sum runs in the same order as `block_cost`'s, so the
+/// values are the same; the independent sums keep the core busy where one waits on its
+/// previous addition.
+fn block_costs<const N: usize>(
     c: &Plane,
     n: &Plane,
     tone: ToneCorrection,
     x0: usize,
     y0: usize,
-    vs: [(i32, i32); 4],
+    vs: [(i32, i32); N],
     bound: f32,
-) -> Option<[f32; 4]> {
+) -> Option<[f32; N]> {
     let (x1, y1) = (x0 + BLOCK, y0 + BLOCK);
     let inside = |v: &(i32, i32)| {
         x0 as i32 + v.0 >= 0
@@ -267,7 +279,7 @@ fn block_costs4(
     let row_step = if c.height >= 400 { 2 } else { 1 };
     let count = (BLOCK * BLOCK.div_ceil(row_step)) as f32;
     let limit = bound * count;
-    let mut sums = [0.0f32; 4];
+    let mut sums = [0.0f32; N];
     for y in (y0..y1).step_by(row_step) {
         // A sum past the limit stops growing, as `block_cost` stops its loop.
         let live = sums.map(|s| s <= limit);
@@ -283,7 +295,7 @@ fn block_costs4(
             row
         });
         for (x, cv) in crow.iter().enumerate() {
-            for k in 0..4 {
+            for k in 0..N {
                 if live[k] {
                     sums[k] += (cv - tone.map(rows[k][x])).abs().min(TRUNCATE);
                 }
@@ -467,8 +479,13 @@ mod tests {
             for bound in [f32::INFINITY, 0.05, 0.01, 0.001] {
                 for y0 in (0..h).step_by(BLOCK) {
                     for x0 in (0..96).step_by(BLOCK) {
-                        if let Some(costs) = block_costs4(&c, &n, tone, x0, y0, vs, bound) {
+                        if let Some(costs) = block_costs(&c, &n, tone, x0, y0, vs, bound) {
                             let one = vs.map(|v| block_cost(&c, &n, tone, x0, y0, v, bound));
+                            assert_eq!(costs.map(f32::to_bits), one.map(f32::to_bits));
+                        }
+                        let pair = [vs[0], vs[2]];
+                        if let Some(costs) = block_costs(&c, &n, tone, x0, y0, pair, bound) {
+                            let one = pair.map(|v| block_cost(&c, &n, tone, x0, y0, v, bound));
                             assert_eq!(costs.map(f32::to_bits), one.map(f32::to_bits));
                         }
                     }
