@@ -294,9 +294,8 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
 /// Whether `patch` matches within `tolerance` (per pixel on average) at some position within
 /// `MOTION_CHECK_RADIUS` of (cx, cy) in the neighbour read through `fetch`.
 ///
-/// Positions are tried nearest first (the vectors are usually nearly right, so real content
-/// matches early); the answer is the same in any order, and each position's sum is taken in the
-/// patch's order, so it is exactly what a raster scan gives.
+/// (Trying the nearest positions first was measured slower on the 720p grey bbb case: a blotch,
+/// the common candidate, visits every position, and the ring walk costs more than a raster.)
 #[inline]
 fn patch_found(
     patch: &[f32; 9],
@@ -319,16 +318,8 @@ fn patch_found(
         }
         diff < limit
     };
-    (0..=MOTION_CHECK_RADIUS).any(|d| ring(d).any(|(sx, sy)| matches(sx, sy)))
-}
-
-/// The offsets at Chebyshev distance exactly `d` from the origin.
-fn ring(d: isize) -> impl Iterator<Item = (isize, isize)> {
-    (-d..=d).flat_map(move |sy| {
-        // Rows strictly inside the ring only have its two ends.
-        let step = if sy.abs() == d { 1 } else { 2 * d as usize };
-        (-d..=d).step_by(step).map(move |sx| (sx, sy))
-    })
+    let r = MOTION_CHECK_RADIUS;
+    (-r..=r).any(|sy| (-r..=r).any(|sx| matches(sx, sy)))
 }
 
 /// Robust noise level of the centre against its compensated neighbours (median absolute
@@ -457,7 +448,7 @@ mod tests {
         (out, n)
     }
 
-    /// The real-motion check as first written: a raster scan with clamped reads everywhere.
+    /// The real-motion check as first written: clamped reads everywhere.
     fn found_nearby_raster(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f32) -> bool {
         let mut patch = [0.0f32; 9];
         for (i, v) in patch.iter_mut().enumerate() {
@@ -484,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn the_nearest_first_motion_check_equals_the_raster_scan() {
+    fn the_direct_read_motion_check_equals_the_clamped_scan() {
         let (prev, mut centre) = (textured(64, 48, 0, 3), textured(64, 48, 2, 5));
         // Content that is not in the neighbour, so some checks fail.
         for y in 10..16 {
