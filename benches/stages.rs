@@ -85,7 +85,7 @@ fn motion_bench(
     group.bench_function(id, |b| {
         b.iter(|| {
             pn.build(&moved);
-            estimate(luma, &pc, &moved, &pn, tone, &mut field);
+            estimate(&pc, &pn, tone, &mut field);
         })
     });
 }

@@ -214,7 +214,7 @@ impl Cleaner {
             // compensated frame then gets the brightness right for comparing pixels.
             let rough = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
             let c = &centre.frame;
-            estimate(&c.luma, &c.pyramid, &n.frame.luma, &n.frame.pyramid, rough, field);
+            estimate(&c.pyramid, &n.frame.pyramid, rough, field);
             if (comp.width, comp.height) != (c.luma.width, c.luma.height) {
                 *comp = Plane::new(c.luma.width, c.luma.height);
             }

@@ -313,8 +313,14 @@ pub fn ycbcr_to_rgb(y: f32, cb: f32, cr: f32) -> (f32, f32, f32) {
 }
 
 #[inline]
+// Not `clamp`: it keeps NaN, which the unchecked conversion must never see.
+#[allow(clippy::manual_clamp)]
 fn quantize(v: f32, max_code: f32) -> u32 {
-    (v * max_code + 0.5).clamp(0.0, max_code) as u32
+    // `max` first maps NaN to 0 (as the saturating cast did), so the value is always in range
+    // for the unchecked conversion, which vectorises; the saturating `as` ran four times slower.
+    let v = (v * max_code + 0.5).max(0.0).min(max_code);
+    // SAFETY: v is finite and in [0, max_code], and max_code is at most 65535.
+    unsafe { v.to_int_unchecked::<u32>() }
 }
 
 /// Bytes a plane must hold for `rows` rows whose last row needs `row_bytes`.
