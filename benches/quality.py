@@ -35,7 +35,7 @@ FFMPEG_CHAINS = {
     "removegrain+deflicker": "removegrain=4,deflicker",
 }
 METRICS = ["psnr_y", "ssim", "blotch_error_ratio", "scratch_error_ratio", "flicker_vs_ref",
-           "flicker", "flicker_input", "sharpness_kept"]
+           "flicker", "flicker_input", "sharpness_kept", "detail_kept"]
 
 
 def run(cmd, **kw):
@@ -159,8 +159,8 @@ def main():
 
     lines = [f"Synthetic set: {len(cases)} cases ({', '.join(l for l, _ in clip_list)}; seeds {seeds}; "
              f"strengths {strengths}; grey and colour; {args.frames} frames each). Means over the set.", "",
-             "| method | PSNR-Y dB | SSIM | blotch err / input | scratch err / input | flicker vs ref | flicker | sharpness kept | fps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | PSNR-Y dB | SSIM | blotch err / input | scratch err / input | flicker vs ref | flicker | sharpness kept | detail kept | fps |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method in cases[0]:
         rows = [c[method] for c in cases]
         mean = lambda key: statistics.mean([r[0][key] for r in rows if r[0].get(key) is not None]) if any(r[0].get(key) is not None for r in rows) else None
@@ -169,7 +169,7 @@ def main():
         fps = frames / seconds if seconds > 0 else None
         lines.append(f"| {method} | {fmt(mean('psnr_y'), 2)} | {fmt(mean('ssim'))} | {fmt(mean('blotch_error_ratio'))} | "
                      f"{fmt(mean('scratch_error_ratio'))} | {fmt(mean('flicker_vs_ref'))} | {fmt(mean('flicker'))} | "
-                     f"{fmt(mean('sharpness_kept'))} | {fmt(fps, 1)} |")
+                     f"{fmt(mean('sharpness_kept'))} | {fmt(mean('detail_kept'))} | {fmt(fps, 1)} |")
     if os.path.isdir(args.samples):
         lines += ["", "Real samples (no reference: flicker and one-frame spikes of the output; sharpness relative to the input).", "",
                   "| sample | method | flicker | spike rate | sharpness kept |", "|---|---|---|---|---|"]

@@ -128,9 +128,7 @@ impl BlotchRemover {
             let (c, fa, fb) = (centre.row(y), a.compensated.row(y), b.compensated.row(y));
             // The spike test over the whole row first (a straight loop), then the costly
             // real-motion check on the few candidates it leaves.
-            for (((m, &c), &a), &b) in row.iter_mut().zip(c).zip(fa).zip(fb) {
-                *m = SEED * is_spike(c, a, b, threshold) as u8;
-            }
+            spike_row(row, c, fa, fb, threshold);
             for x in 0..w {
                 if row[x] != 0 && (found_nearby(centre, a, x, y, tolerance) || found_nearby(centre, b, x, y, tolerance))
                 {
@@ -261,6 +259,15 @@ fn surround_mismatch(centre: &Plane, fa: &Plane, fb: &Plane, mask: &[u8], bbox: 
     }
 }
 
+crate::simd::avx2_twin! {
+    /// Marks the row's spikes as seeds.
+    fn spike_row(row: &mut [u8], c: &[f32], fa: &[f32], fb: &[f32], threshold: f32) {
+        for (((m, &c), &a), &b) in row.iter_mut().zip(c).zip(fa).zip(fb) {
+            *m = SEED * is_spike(c, a, b, threshold) as u8;
+        }
+    }
+}
+
 #[inline]
 fn is_spike(c: f32, a: f32, b: f32, threshold: f32) -> bool {
     let (da, db) = (c - a, c - b);
@@ -293,29 +300,31 @@ fn found_nearby(centre: &Plane, n: &Neighbour, x: usize, y: usize, tolerance: f3
 /// Positions per row of the real-motion search.
 const SPAN: usize = 2 * MOTION_CHECK_RADIUS as usize + 1;
 
-/// Whether `patch` matches (summed absolute difference below `limit`) at some position within
-/// `MOTION_CHECK_RADIUS` of (cx, cy) in `raw`, whose search window lies inside it.
-///
-/// A row of positions at a time: each patch pixel's differences are added across the row's
-/// positions in one straight loop (vectorised), where a position-by-position scan with an
-/// early exit cost ten times more on real footage. Each position's sum is added in the same
-/// order as the scan's, so the answers are the same (the scan's early exit only ever cuts a
-/// sum that is already past the limit).
-fn patch_found(patch: &[f32; 9], tone: ToneCorrection, limit: f32, raw: &Plane, cx: isize, cy: isize) -> bool {
-    let r = MOTION_CHECK_RADIUS;
-    let w = raw.width as isize;
-    (-r..=r).any(|sy| {
-        let mut diff = [0.0f32; SPAN];
-        for (i, &cv) in patch.iter().enumerate() {
-            let (dx, dy) = ((i % 3) as isize - 1, (i / 3) as isize - 1);
-            let start = ((cy + sy + dy) * w + cx - r + dx) as usize;
-            let src: &[f32; SPAN] = raw.data[start..start + SPAN].try_into().expect("a window row");
-            for (d, &nv) in diff.iter_mut().zip(src) {
-                *d += (cv - tone.map(nv)).abs();
+crate::simd::avx2_twin! {
+    /// Whether `patch` matches (summed absolute difference below `limit`) at some position within
+    /// `MOTION_CHECK_RADIUS` of (cx, cy) in `raw`, whose search window lies inside it.
+    ///
+    /// A row of positions at a time: each patch pixel's differences are added across the row's
+    /// positions in one straight loop (vectorised), where a position-by-position scan with an
+    /// early exit cost ten times more on real footage. Each position's sum is added in the same
+    /// order as the scan's, so the answers are the same (the scan's early exit only ever cuts a
+    /// sum that is already past the limit).
+    fn patch_found(patch: &[f32; 9], tone: ToneCorrection, limit: f32, raw: &Plane, cx: isize, cy: isize) -> bool {
+        let r = MOTION_CHECK_RADIUS;
+        let w = raw.width as isize;
+        (-r..=r).any(|sy| {
+            let mut diff = [0.0f32; SPAN];
+            for (i, &cv) in patch.iter().enumerate() {
+                let (dx, dy) = ((i % 3) as isize - 1, (i / 3) as isize - 1);
+                let start = ((cy + sy + dy) * w + cx - r + dx) as usize;
+                let src: &[f32; SPAN] = raw.data[start..start + SPAN].try_into().expect("a window row");
+                for (d, &nv) in diff.iter_mut().zip(src) {
+                    *d += (cv - tone.map(nv)).abs();
+                }
             }
-        }
-        diff.iter().any(|&d| d < limit)
-    })
+            diff.iter().any(|&d| d < limit)
+        })
+    }
 }
 
 /// [`patch_found`] near the borders, with clamped reads, position by position.

@@ -9,7 +9,7 @@
 
 use crate::blotch::{noise_sigma, BlotchParams, BlotchRemover, Neighbour};
 use crate::deflicker::{
-    fit_gain_offset, fit_pixel_pairs, Coarse, GainField, RegionalDeflicker, RegionalParams, ToneCorrection,
+    fit_gain_offset, fit_pairs, sample_pairs, Coarse, GainField, RegionalDeflicker, RegionalParams, ToneCorrection,
 };
 use crate::frame::{Plane, WorkFrame};
 use crate::grain::{GrainFilter, GrainParams};
@@ -18,7 +18,6 @@ use crate::restorer::{Stage, StageTimes};
 use crate::scratch::{ScratchParams, ScratchRemover};
 use crate::stabilise::{translation, StabiliseParams, Stabiliser};
 use crate::window::{Slot, TemporalWindow};
-use rayon::prelude::*;
 use std::time::Instant;
 
 /// Which classic stages run, and how strongly.
@@ -58,6 +57,8 @@ pub struct Cleaner {
     compensated: [Plane; 2],
     /// Brightness mapping of each neighbour onto the centre.
     tones: [ToneCorrection; 2],
+    /// Pixel pairs the brightness mapping is fitted on, reused frame to frame.
+    pairs: Vec<(f32, f32)>,
     /// Each neighbour's regional light relative to the centre's.
     relative: [GainField; 2],
     regional: RegionalDeflicker,
@@ -115,6 +116,7 @@ impl Cleaner {
         if let (Some((offsets, pair)), true) = (neighbours, params.needs_motion()) {
             let start = Instant::now();
             self.motion(centre, pair);
+            self.compensate(centre, pair);
             times.add(Stage::Motion, start);
             let start = Instant::now();
             if let Some(p) = &params.stabilise {
@@ -204,29 +206,35 @@ impl Cleaner {
     }
 
     fn motion<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
-        let iter = pair
-            .iter()
-            .zip(self.fields.iter_mut())
-            .zip(self.compensated.iter_mut())
-            .zip(self.tones.iter_mut());
-        for (((n, field), comp), tone) in iter {
-            // Quantiles are good enough to steer the vectors; the pixel-pair fit on the
-            // compensated frame then gets the brightness right for comparing pixels.
+        let c = &centre.frame;
+        for (i, n) in pair.iter().enumerate() {
+            let (field, tone) = (&mut self.fields[i], &mut self.tones[i]);
+            // Quantiles are good enough to steer the vectors; the pixel-pair fit through the
+            // vectors then gets the brightness right for comparing pixels.
             let rough = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
-            let c = &centre.frame;
             estimate(&c.pyramid, &n.frame.pyramid, rough, field);
-            if (comp.width, comp.height) != (c.luma.width, c.luma.height) {
-                *comp = Plane::new(c.luma.width, c.luma.height);
+            let (raw, field) = (&n.frame.luma, &*field);
+            sample_pairs(
+                &c.luma,
+                |x, y| {
+                    let (vx, vy) = field.vector_at(x, y);
+                    raw.get_clamped(x as isize + vx as isize, y as isize + vy as isize)
+                },
+                &mut self.pairs,
+            );
+            *tone = fit_pairs(&self.pairs, rough);
+        }
+    }
+
+    /// The neighbours moved onto the centre, in its light: one pass each, tone mapping included.
+    fn compensate<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
+        let (w, h) = (centre.frame.luma.width, centre.frame.luma.height);
+        for (i, n) in pair.iter().enumerate() {
+            let comp = &mut self.compensated[i];
+            if (comp.width, comp.height) != (w, h) {
+                *comp = Plane::new(w, h);
             }
-            compensate(&n.frame.luma, field, ToneCorrection::IDENTITY, comp);
-            *tone = fit_pixel_pairs(comp, &c.luma, rough);
-            let tone = *tone;
-            // A full-resolution pass: spread it over the cores like the rest of the stage.
-            comp.data.par_chunks_mut(4096).for_each(|run| {
-                for v in run {
-                    *v = tone.map(*v);
-                }
-            });
+            compensate(&n.frame.luma, &self.fields[i], self.tones[i], comp);
         }
     }
 }

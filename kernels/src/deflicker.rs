@@ -210,26 +210,47 @@ pub fn fit_gain_offset(from: &[f32; NQ], to: &[f32; NQ]) -> ToneCorrection {
 /// Unlike a fit on quantiles, this still works on frames that are mostly one level (a small
 /// bright object on black), where the quantiles say nothing about the gain.
 pub fn fit_pixel_pairs(neighbour: &Plane, centre: &Plane, start: ToneCorrection) -> ToneCorrection {
+    let mut pairs = Vec::new();
+    sample_pairs(centre, |x, y| neighbour.get(x, y), &mut pairs);
+    fit_pairs(&pairs, start)
+}
+
+/// The subsample of `(neighbour, centre)` pixel pairs that [`fit_pairs`] fits, with the
+/// neighbour's pixel at (x, y) given by `neighbour_at`: read through the motion vectors, the
+/// compensated neighbour need not exist yet. `pairs` is reused (no allocation once it is large
+/// enough).
+pub fn sample_pairs(centre: &Plane, neighbour_at: impl Fn(usize, usize) -> f32 + Sync, pairs: &mut Vec<(f32, f32)>) {
     let step = ((centre.data.len() / 40_000).max(1) as f64).sqrt().ceil() as usize;
+    let (nx, ny) = (centre.width.div_ceil(step), centre.height.div_ceil(step));
+    pairs.resize(nx * ny, (0.0, 0.0));
+    // Reading through the vectors costs more than the fit: rows in parallel.
+    pairs.par_chunks_mut(nx.max(1)).enumerate().for_each(|(j, out)| {
+        let y = j * step;
+        let c = centre.row(y);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (neighbour_at(i * step, y), c[i * step]);
+        }
+    });
+}
+
+/// The gain and offset of [`fit_pixel_pairs`] on pairs from [`sample_pairs`].
+pub fn fit_pairs(pairs: &[(f32, f32)], start: ToneCorrection) -> ToneCorrection {
     let mut tone = start;
     let mut limit = f32::INFINITY;
     for _ in 0..3 {
         let (mut n, mut sx, mut sy, mut sxx, mut sxy, mut abs_dev) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for y in (0..centre.height).step_by(step) {
-            let (c, m) = (centre.row(y), neighbour.row(y));
-            for x in (0..centre.width).step_by(step) {
-                let residual = (c[x] - tone.map(m[x])).abs();
-                if residual > limit {
-                    continue;
-                }
-                let (a, b) = (m[x] as f64, c[x] as f64);
-                n += 1.0;
-                sx += a;
-                sy += b;
-                sxx += a * a;
-                sxy += a * b;
-                abs_dev += residual as f64;
+        for &(m, c) in pairs {
+            let residual = (c - tone.map(m)).abs();
+            if residual > limit {
+                continue;
             }
+            let (a, b) = (m as f64, c as f64);
+            n += 1.0;
+            sx += a;
+            sy += b;
+            sxx += a * a;
+            sxy += a * b;
+            abs_dev += residual as f64;
         }
         if n < 16.0 {
             break;
@@ -328,12 +349,20 @@ impl GainField {
         let (w, h) = (plane.width, plane.height);
         let (sx, sy) = (unit_scale(w), unit_scale(h));
         plane.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            let [a, b, c] = self.row(y as f32 * sy - 1.0);
-            for (x, v) in row.iter_mut().enumerate() {
-                let nx = x as f32 * sx - 1.0;
-                *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
-            }
+            apply_row(row, self.row(y as f32 * sy - 1.0), sx);
         });
+    }
+}
+
+crate::simd::avx2_twin! {
+    /// Multiplies a row by the gain whose log is `a + b nx + c nx²` (nx = x · sx − 1).
+    fn apply_row(row: &mut [f32], poly: [f32; 3], sx: f32) {
+        let [a, b, c] = poly;
+        for (x, v) in row.iter_mut().enumerate() {
+            // Through i32: a usize-to-f32 conversion has no vector instruction, an i32 one does.
+            let nx = x as i32 as f32 * sx - 1.0;
+            *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
+        }
     }
 }
 

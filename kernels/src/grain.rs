@@ -8,6 +8,7 @@
 //! all grain, as archivists often want) and the filtered frame.
 
 use crate::frame::Plane;
+use crate::simd::avx2_twin;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,20 +72,22 @@ fn clip_spikes(luma: &mut Plane, a: &Plane, b: &Plane, sigma: f32, strength: f32
     let w = luma.width;
     let margin = sigma * (2.0 - 1.5 * strength);
     let agree = 3.0 * sigma + 0.02;
-    luma.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let (ra, rb) = (a.row(y), b.row(y));
-        for x in 0..w {
-            let (va, vb) = (ra[x], rb[x]);
-            if (va - vb).abs() > agree {
-                continue;
-            }
+    luma.data
+        .par_chunks_mut(w)
+        .enumerate()
+        .for_each(|(y, row)| clip_row(row, a.row(y), b.row(y), margin, agree));
+}
+
+avx2_twin! {
+    /// [`clip_spikes`] on one row, branch-free (a select per pixel), so the loop vectorises.
+    fn clip_row(row: &mut [f32], a: &[f32], b: &[f32], margin: f32, agree: f32) {
+        for ((v, &va), &vb) in row.iter_mut().zip(a).zip(b) {
             let (lo, hi) = (va.min(vb) - margin, va.max(vb) + margin);
-            let clipped = row[x].clamp(lo, hi);
-            if (row[x] - clipped).abs() < SPIKE_CAP {
-                row[x] = clipped;
-            }
+            let clipped = v.max(lo).min(hi);
+            let take = ((va - vb).abs() <= agree) & ((*v - clipped).abs() < SPIKE_CAP);
+            *v = if take { clipped } else { *v };
         }
-    });
+    }
 }
 
 /// A smooth, compactly supported stand-in for `exp(-x)` (x >= 0): `(1 - x/4)^4`, cheap enough
@@ -103,28 +106,40 @@ fn temporal_average(centre: &Plane, neighbours: &[&Plane], sigma: f32, out: &mut
     let inv = 1.0 / (2.0 * (3.0 * sigma) * (3.0 * sigma));
     out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         let c = centre.row(y);
-        row.copy_from_slice(c);
-        let mut weight = [1.0f32; 4096];
-        for chunk_start in (0..w).step_by(weight.len()) {
-            let end = (chunk_start + weight.len()).min(w);
-            let weights = &mut weight[..end - chunk_start];
-            weights.fill(1.0);
-            let sums = &mut row[chunk_start..end];
+        if let [a, b] = neighbours {
+            temporal_pair_row(row, c, a.row(y), b.row(y), inv);
+            return;
+        }
+        for (x, o) in row.iter_mut().enumerate() {
+            let (mut sum, mut weight) = (c[x], 1.0f32);
             for n in neighbours {
-                let nrow = &n.row(y)[chunk_start..end];
-                let crow = &c[chunk_start..end];
-                for i in 0..sums.len() {
-                    let d = nrow[i] - crow[i];
-                    let wn = similarity(d * d * inv);
-                    sums[i] += wn * nrow[i];
-                    weights[i] += wn;
-                }
+                weigh(c[x], n.row(y)[x], inv, &mut sum, &mut weight);
             }
-            for (s, wt) in sums.iter_mut().zip(weights.iter()) {
-                *s /= wt;
-            }
+            *o = sum / weight;
         }
     });
+}
+
+/// Adds neighbour sample `v` to a centre sample `c`'s weighted sums.
+#[inline(always)]
+fn weigh(c: f32, v: f32, inv: f32, sum: &mut f32, weight: &mut f32) {
+    let d = v - c;
+    let wn = similarity(d * d * inv);
+    *sum += wn * v;
+    *weight += wn;
+}
+
+avx2_twin! {
+    /// [`temporal_average`] of one row with two neighbours (the restorer's case): both in one
+    /// loop, the sums in registers.
+    fn temporal_pair_row(out: &mut [f32], c: &[f32], a: &[f32], b: &[f32], inv: f32) {
+        for (((o, &c), &va), &vb) in out.iter_mut().zip(c).zip(a).zip(b) {
+            let (mut sum, mut weight) = (c, 1.0f32);
+            weigh(c, va, inv, &mut sum, &mut weight);
+            weigh(c, vb, inv, &mut sum, &mut weight);
+            *o = sum / weight;
+        }
+    }
 }
 
 /// 3x3 range-weighted smoothing of the temporal result, blended into `out` by `strength`.
@@ -136,84 +151,55 @@ fn spatial_pass(src: &Plane, sigma: f32, strength: f32, out: &mut Plane) {
     let inv = 1.0 / (2.0 * (3.0 * sigma) * (3.0 * sigma));
     out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         let rows = [src.row(y.saturating_sub(1)), src.row(y), src.row((y + 1).min(h - 1))];
-        // Chunks of the row on the stack, each neighbour direction one straight loop over
-        // slices (vectorisable), in the same order as a per-pixel loop would add them.
-        let (mut sum, mut weight) = ([0.0f32; SPATIAL_CHUNK], [0.0f32; SPATIAL_CHUNK]);
-        for start in (0..w).step_by(SPATIAL_CHUNK) {
-            let end = (start + SPATIAL_CHUNK).min(w);
-            let (sum, weight) = (&mut sum[..end - start], &mut weight[..end - start]);
-            let centre = &rows[1][start..end];
-            sum.copy_from_slice(centre);
-            weight.fill(1.0);
-            for (r, line) in rows.iter().enumerate() {
-                for dx in [-1isize, 0, 1] {
-                    if r != 1 || dx != 0 {
-                        accumulate_shifted(line, centre, start, dx, inv, sum, weight);
-                    }
-                }
-            }
-            for ((o, &s), &wt) in row[start..end].iter_mut().zip(sum.iter()).zip(weight.iter()) {
-                *o += strength * (s / wt - *o);
-            }
+        // The first and last columns clamp their outer neighbours to themselves.
+        for x in [0, w - 1] {
+            let at = |r: usize, dx: isize| rows[r][(x as isize + dx).clamp(0, w as isize - 1) as usize];
+            let taps = [
+                at(0, -1),
+                at(0, 0),
+                at(0, 1),
+                at(1, -1),
+                at(1, 1),
+                at(2, -1),
+                at(2, 0),
+                at(2, 1),
+            ];
+            row[x] += strength * (smooth(rows[1][x], taps, inv) - row[x]);
+        }
+        if w > 2 {
+            spatial_interior(rows, inv, strength, &mut row[1..w - 1]);
         }
     });
 }
 
-/// Pixels of a row the spatial pass handles at once (on the stack).
-const SPATIAL_CHUNK: usize = 1024;
-
-/// Adds `line[x + dx]` (clamped to the row) for `x` in `start..start + centre.len()`, weighted by
-/// its similarity to `centre[x]`.
-#[inline]
-fn accumulate_shifted(
-    line: &[f32],
-    centre: &[f32],
-    start: usize,
-    dx: isize,
-    inv: f32,
-    sum: &mut [f32],
-    weight: &mut [f32],
-) {
-    let w = line.len();
-    let end = start + centre.len();
-    let add = |i: usize, v: f32, sum: &mut [f32], weight: &mut [f32]| {
-        let c = centre[i];
-        let wv = similarity((v - c) * (v - c) * inv);
-        sum[i] += wv * v;
-        weight[i] += wv;
-    };
-    // Interior: x + dx stays inside the row; the first and last pixel of the row clamp.
-    let (lo, hi) = (start.max(1), end.min(w - 1).max(start.max(1)));
-    for x in start..lo.min(end) {
-        add(
-            x - start,
-            line[(x as isize + dx).clamp(0, w as isize - 1) as usize],
-            sum,
-            weight,
-        );
-    }
-    if lo < hi {
-        let shifted = &line[(lo as isize + dx) as usize..(hi as isize + dx) as usize];
-        let range = lo - start..hi - start;
-        for (((s, wt), &c), &v) in sum[range.clone()]
-            .iter_mut()
-            .zip(&mut weight[range.clone()])
-            .zip(&centre[range])
-            .zip(shifted)
-        {
-            let wv = similarity((v - c) * (v - c) * inv);
-            *s += wv * v;
-            *wt += wv;
+avx2_twin! {
+    /// The spatial pass over a row's interior (`out` is the row without its first and last
+    /// pixel). Every tap is a slice of the same length, so the loop runs without bounds checks
+    /// and vectorises, with each pixel's sums kept in registers.
+    fn spatial_interior(rows: [&[f32]; 3], inv: f32, strength: f32, out: &mut [f32]) {
+        let n = out.len();
+        let tap = |r: usize, k: usize| &rows[r][k..k + n];
+        let (a0, a1, a2) = (tap(0, 0), tap(0, 1), tap(0, 2));
+        let (b0, b1, b2) = (tap(1, 0), tap(1, 1), tap(1, 2));
+        let (c0, c1, c2) = (tap(2, 0), tap(2, 1), tap(2, 2));
+        for i in 0..n {
+            let taps = [a0[i], a1[i], a2[i], b0[i], b2[i], c0[i], c1[i], c2[i]];
+            out[i] += strength * (smooth(b1[i], taps, inv) - out[i]);
         }
     }
-    for x in hi..end {
-        add(
-            x - start,
-            line[(x as isize + dx).clamp(0, w as isize - 1) as usize],
-            sum,
-            weight,
-        );
+}
+
+/// The range-weighted mean of `centre` (weight 1) and its eight neighbours `taps` (in raster
+/// order), each weighted by its similarity to the centre.
+#[inline(always)]
+fn smooth(centre: f32, taps: [f32; 8], inv: f32) -> f32 {
+    let (mut sum, mut weight) = (centre, 1.0f32);
+    for v in taps {
+        let wv = similarity((v - centre) * (v - centre) * inv);
+        sum += wv * v;
+        weight += wv;
     }
+    sum / weight
 }
 
 #[cfg(test)]

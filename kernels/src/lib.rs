@@ -26,6 +26,7 @@ pub mod restorer;
 pub mod ring;
 pub mod rng;
 pub mod scratch;
+pub mod simd;
 pub mod stabilise;
 pub mod stats;
 pub mod window;

@@ -173,29 +173,43 @@ pub fn ssim(a: &Plane, b: &Plane) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Sharpness, masks, spikes
 
+/// The 4-neighbour Laplacian at (x, y), borders replicated.
+#[inline]
+fn laplacian(p: &Plane, x: isize, y: isize) -> f64 {
+    let c = p.get_clamped(x, y);
+    let around = p.get_clamped(x - 1, y) + p.get_clamped(x + 1, y) + p.get_clamped(x, y - 1) + p.get_clamped(x, y + 1);
+    (4.0 * c - around) as f64
+}
+
+/// Sum over the plane of `f(x, y)`, rows in parallel.
+fn sum_over(w: usize, h: usize, f: impl Fn(isize, isize) -> f64 + Sync) -> f64 {
+    let rows: Vec<f64> = (0..h as isize)
+        .into_par_iter()
+        .map(|y| (0..w as isize).map(|x| f(x, y)).sum())
+        .collect();
+    rows.iter().sum()
+}
+
 /// High-frequency energy: mean squared response of the 4-neighbour Laplacian (replicated
 /// borders). Compare as `sharpness(out) / sharpness(reference)`, the "sharpness kept".
 pub fn sharpness(p: &Plane) -> f64 {
     if p.data.is_empty() {
         return 0.0;
     }
-    let (w, h) = (p.width as isize, p.height as isize);
-    let rows: Vec<f64> = (0..h)
-        .into_par_iter()
-        .map(|y| {
-            (0..w)
-                .map(|x| {
-                    let c = p.get_clamped(x, y);
-                    let around = p.get_clamped(x - 1, y)
-                        + p.get_clamped(x + 1, y)
-                        + p.get_clamped(x, y - 1)
-                        + p.get_clamped(x, y + 1);
-                    ((4.0 * c - around) as f64).powi(2)
-                })
-                .sum()
-        })
-        .collect();
-    rows.iter().sum::<f64>() / p.data.len() as f64
+    sum_over(p.width, p.height, |x, y| laplacian(p, x, y).powi(2)) / p.data.len() as f64
+}
+
+/// The reference's detail that the output kept: the output's Laplacian projected onto the
+/// reference's, `Σ L(out)·L(ref) / Σ L(ref)²` (1 = all of it; blur lowers it). Unlike
+/// [`sharpness`], grain left in the output does not raise it (it is uncorrelated with the
+/// reference's detail), so it tells "sharp" from "noisy". `None` for a flat reference.
+/// Panics if the sizes differ.
+pub fn detail_kept(out: &Plane, reference: &Plane) -> Option<f64> {
+    assert_same_size(out, reference);
+    let (w, h) = (out.width, out.height);
+    let energy = sum_over(w, h, |x, y| laplacian(reference, x, y).powi(2));
+    let shared = sum_over(w, h, |x, y| laplacian(out, x, y) * laplacian(reference, x, y));
+    (energy > 1e-9).then(|| shared / energy)
 }
 
 /// Whether a mask sample holds `code`.
@@ -341,6 +355,7 @@ pub struct ScoreAccumulator {
     flicker_input: Steadiness,
     flicker_vs_ref: Steadiness,
     sharpness_kept: Mean,
+    detail_kept: Mean,
     blotch: MaskedError,
     scratch: MaskedError,
     out_history: History,
@@ -375,6 +390,9 @@ impl ScoreAccumulator {
         if sharp_ref > 0.0 {
             self.sharpness_kept.push(sharpness(out) / sharp_ref);
         }
+        if let Some(kept) = detail_kept(out, r) {
+            self.detail_kept.push(kept);
+        }
         let Some(input) = input else { return };
         self.psnr_input.push(psnr(input, r));
         self.ssim_input.push(ssim(input, r));
@@ -395,6 +413,7 @@ impl ScoreAccumulator {
             flicker_input: self.flicker_input.steps.value(),
             flicker_vs_ref: self.flicker_vs_ref.steps.value(),
             sharpness_kept: self.sharpness_kept.value(),
+            detail_kept: self.detail_kept.value(),
             blotch_error_ratio: self.blotch.ratio(),
             scratch_error_ratio: self.scratch.ratio(),
             spike_rate: self.out_history.spikes.value(),
@@ -421,6 +440,9 @@ pub struct ScoreReport {
     pub flicker_vs_ref: Option<f64>,
     /// Mean of sharpness(out) / sharpness(ref) over frames whose reference is not flat.
     pub sharpness_kept: Option<f64>,
+    /// Mean of [`detail_kept`] over frames whose reference is not flat: detail kept, grain not
+    /// counted.
+    pub detail_kept: Option<f64>,
     /// Absolute error on blotch pixels of the output over that of the input (0 = all repaired,
     /// 1 = untouched).
     pub blotch_error_ratio: Option<f64>,
@@ -438,7 +460,7 @@ fn json_number(v: Option<f64>) -> String {
 }
 
 impl ScoreReport {
-    fn fields(&self) -> [(&'static str, Option<f64>); 12] {
+    fn fields(&self) -> [(&'static str, Option<f64>); 13] {
         [
             ("psnr_y", self.psnr_y),
             ("ssim", self.ssim),
@@ -448,6 +470,7 @@ impl ScoreReport {
             ("flicker_input", self.flicker_input),
             ("flicker_vs_ref", self.flicker_vs_ref),
             ("sharpness_kept", self.sharpness_kept),
+            ("detail_kept", self.detail_kept),
             ("blotch_error_ratio", self.blotch_error_ratio),
             ("scratch_error_ratio", self.scratch_error_ratio),
             ("spike_rate", self.spike_rate),
@@ -470,12 +493,13 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 
 impl fmt::Display for ScoreReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, Option<f64>, Option<f64>, usize); 6] = [
+        let rows: [(&str, Option<f64>, Option<f64>, usize); 7] = [
             ("PSNR Y (dB)", self.psnr_y, self.psnr_input, 2),
             ("SSIM", self.ssim, self.ssim_input, 4),
             ("flicker (/255)", self.flicker, self.flicker_input, 3),
             ("flicker vs ref (/255)", self.flicker_vs_ref, None, 3),
             ("sharpness kept", self.sharpness_kept, None, 3),
+            ("detail kept", self.detail_kept, None, 3),
             ("spike rate", self.spike_rate, self.spike_rate_input, 5),
         ];
         writeln!(f, "{:<24}{:>12}{:>12}", "metric", "output", "input")?;
@@ -605,6 +629,35 @@ mod tests {
     }
 
     #[test]
+    fn detail_kept_counts_lost_detail_but_not_added_grain() {
+        // Fine detail (a few pixels a period), so that a blur has something to take away.
+        let mut reference = Plane::new(96, 80);
+        for y in 0..80 {
+            for x in 0..96 {
+                reference.set(x, y, 0.5 + 0.3 * (x as f32 * 1.1).sin() * (y as f32 * 0.9).cos());
+            }
+        }
+        assert!((detail_kept(&reference, &reference).unwrap() - 1.0).abs() < 1e-9);
+        // Grain on top: sharpness rises well above the reference's, detail kept barely moves.
+        let grainy = noisy(&reference, 0.05, 9);
+        assert!(sharpness(&grainy) > 1.5 * sharpness(&reference));
+        let kept = detail_kept(&grainy, &reference).unwrap();
+        assert!((kept - 1.0).abs() < 0.05, "grain counted as detail: {kept}");
+        // A 3x3 blur loses detail, and the measure says so.
+        let mut soft = reference.clone();
+        for y in 0..80isize {
+            for x in 0..96isize {
+                let s: f32 = (0..9)
+                    .map(|i| reference.get_clamped(x + i % 3 - 1, y + i / 3 - 1))
+                    .sum();
+                soft.set(x as usize, y as usize, s / 9.0);
+            }
+        }
+        assert!(detail_kept(&soft, &reference).unwrap() < 0.6);
+        assert_eq!(detail_kept(&reference, &Plane::filled(96, 80, 0.3)), None);
+    }
+
+    #[test]
     fn flicker_is_large_for_alternating_and_zero_for_constant_clips() {
         let base = textured(32, 24);
         let (mut steady, mut flashing) = (ScoreAccumulator::new(), ScoreAccumulator::new());
@@ -724,7 +777,7 @@ mod tests {
         assert!(json.contains("\"psnr_input\": null"));
         assert!(json.contains("\"flicker_input\": null"));
         assert!(json.ends_with('}'));
-        assert_eq!(json.matches(':').count(), 13);
+        assert_eq!(json.matches(':').count(), 14);
         let table = rep.to_string();
         assert!(table.contains("PSNR Y (dB)") && table.contains("20.00") && table.contains("n/a"));
     }

@@ -19,6 +19,7 @@
 
 use crate::deflicker::ToneCorrection;
 use crate::frame::Plane;
+use crate::simd::avx2_twin;
 use rayon::prelude::*;
 
 /// Block size in pixels at every level.
@@ -68,24 +69,33 @@ impl BytePlane {
         self.data
             .par_chunks_mut(4096)
             .zip(src.data.par_chunks(4096))
-            .for_each(|(dst, src)| {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = to_byte(v);
-                }
-            });
+            .for_each(|(dst, src)| quantise_run(dst, src));
     }
 
-    /// `src` through the look-up table `lut`.
-    fn map_from(&mut self, src: &BytePlane, lut: &[u8; 256]) {
+    /// `src` through `tone` (on the values as fractions of full scale), back in 8 bits. As
+    /// arithmetic rather than a 256-entry table: a table look-up per byte does not vectorise.
+    fn map_from(&mut self, src: &BytePlane, tone: ToneCorrection) {
         self.resize(src.width, src.height);
         self.data
             .par_chunks_mut(4096)
             .zip(src.data.par_chunks(4096))
-            .for_each(|(dst, src)| {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = lut[v as usize];
-                }
-            });
+            .for_each(|(dst, src)| map_run(dst, src, tone));
+    }
+}
+
+avx2_twin! {
+    fn map_run(dst: &mut [u8], src: &[u8], tone: ToneCorrection) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = to_byte(tone.map(v as f32 / 255.0));
+        }
+    }
+}
+
+avx2_twin! {
+    fn quantise_run(dst: &mut [u8], src: &[f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = to_byte(v);
+        }
     }
 }
 
@@ -154,12 +164,18 @@ impl Pyramid {
 
 fn downsample(src: &Plane, dst: &mut Plane) {
     let w = dst.width;
-    dst.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let (r0, r1) = (src.row(2 * y).chunks_exact(2), src.row(2 * y + 1).chunks_exact(2));
-        for ((v, a), b) in row.iter_mut().zip(r0).zip(r1) {
+    dst.data
+        .par_chunks_mut(w)
+        .enumerate()
+        .for_each(|(y, row)| downsample_row(row, src.row(2 * y), src.row(2 * y + 1)));
+}
+
+avx2_twin! {
+    fn downsample_row(row: &mut [f32], r0: &[f32], r1: &[f32]) {
+        for ((v, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
             *v = 0.25 * (a[0] + a[1] + b[0] + b[1]);
         }
-    });
+    }
 }
 
 /// One vector per `BLOCK x BLOCK` block of the full-resolution frame, pointing from a centre
@@ -203,10 +219,9 @@ impl MotionField {
 
     /// Fills `mapped` with the first `depth` levels of `neighbour` through `tone`.
     fn map_neighbour(&mut self, neighbour: &Pyramid, depth: usize, tone: ToneCorrection) {
-        let lut: [u8; 256] = std::array::from_fn(|i| to_byte(tone.map(i as f32 / 255.0)));
         self.mapped.resize_with(depth, BytePlane::default);
         for (dst, src) in self.mapped.iter_mut().zip(&neighbour.bytes) {
-            dst.map_from(src, &lut);
+            dst.map_from(src, tone);
         }
     }
 }
@@ -297,30 +312,35 @@ impl<'a> Search<'a> {
     /// (static scenes, film borders). A vector already tried is not costed again: it lost
     /// against a best that has only fallen since.
     fn refine(&self, x0: usize, y0: usize, predictor: (i32, i32)) -> ((i32, i32), u32) {
-        let mut tried = [predictor; 14];
-        let mut count = 1;
         let mut best = (predictor, self.cost(x0, y0, predictor));
-        if predictor != (0, 0) {
+        let zero_tried = predictor != (0, 0);
+        if zero_tried {
             let zero = self.cost(x0, y0, (0, 0));
             if zero < best.1 {
                 best = ((0, 0), zero);
             }
-            tried[count] = (0, 0);
-            count += 1;
         }
+        // The descent stays within three steps of where it starts: what it has tried fits a
+        // 7x7 bit grid around that point (the predictor and zero are checked apart).
+        let start = best.0;
+        let cell = |v: (i32, i32)| {
+            let (dx, dy) = (v.0 - start.0 + 3, v.1 - start.1 + 3);
+            ((0..7).contains(&dx) && (0..7).contains(&dy)).then(|| 1u64 << (dy * 7 + dx))
+        };
+        let mut grid = cell(start).unwrap_or(0);
         for _ in 0..3 {
             let centre = best.0;
             for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
                 let v = (centre.0 + dx, centre.1 + dy);
-                if tried[..count].contains(&v) {
+                let bit = cell(v).unwrap_or(0);
+                if v == predictor || (zero_tried && v == (0, 0)) || grid & bit != 0 {
                     continue;
                 }
+                grid |= bit;
                 let cost = self.cost(x0, y0, v);
                 if cost < best.1 {
                     best = (v, cost);
                 }
-                tried[count] = v;
-                count += 1;
             }
             if best.0 == centre {
                 break;
