@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Set any oldfilmrestore property (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
+    /// Also time this FFmpeg filter chain on the same frames in the same run, for a ratio
+    /// (repeatable; e.g. 'tmedian,deflicker,hqdn3d'). Needs `ffmpeg` on the PATH.
+    #[arg(long = "ffmpeg", value_name = "CHAIN")]
+    ffmpeg: Vec<String>,
 }
 
 /// One element's timing.
@@ -85,7 +89,123 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let baseline = time_element("identity", &[], &caps, &buffers)?;
     let restore = time_element("oldfilmrestore", &properties, &caps, &buffers)?;
     print_report(&baseline, &restore, rate);
+    if !args.ffmpeg.is_empty() {
+        let raw = RawFrames::write(&info, &buffers)?;
+        for chain in &args.ffmpeg {
+            let chain_fps = raw.time_ffmpeg(chain)?;
+            println!(
+                "ffmpeg -vf '{chain}': {chain_fps:>9.1} fps  (oldfilmrestore runs at {:.2} x its rate)",
+                restore.fps() / chain_fps.max(1e-9)
+            );
+        }
+    }
     Ok(())
+}
+
+/// The frames as one tightly packed raw file, for FFmpeg to read them as fast as it can (from
+/// the page cache), so that only its filters are timed, like the element's.
+struct RawFrames {
+    file: tempfile_path::TempPath,
+    pix_fmt: &'static str,
+    width: u32,
+    height: u32,
+    frames: usize,
+}
+
+mod tempfile_path {
+    /// A file under the system temporary folder, removed when dropped.
+    pub struct TempPath(pub std::path::PathBuf);
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl RawFrames {
+    fn write(info: &gst_video::VideoInfo, buffers: &[gst::Buffer]) -> Result<Self> {
+        use gst_video::prelude::*;
+        use gst_video::VideoFormat as F;
+        let pix_fmt = match info.format() {
+            F::Gray8 => "gray",
+            F::Gray16Le => "gray16le",
+            F::I420 => "yuv420p",
+            F::Y42b => "yuv422p",
+            F::Y444 => "yuv444p",
+            F::Nv12 => "nv12",
+            F::Yuy2 => "yuyv422",
+            F::Uyvy => "uyvy422",
+            F::Rgb => "rgb24",
+            F::Bgr => "bgr24",
+            F::Rgba => "rgba",
+            F::Bgra => "bgra",
+            other => bail!("--ffmpeg: no FFmpeg pixel format is mapped for {}", other.to_str()),
+        };
+        let path = std::env::temp_dir().join(format!("oldfilm-bench-{}.raw", std::process::id()));
+        let file = tempfile_path::TempPath(path);
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&file.0).with_context(|| format!("cannot write {}", file.0.display()))?,
+        );
+        for buffer in buffers {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+                .map_err(|_| anyhow!("cannot map a frame"))?;
+            for plane in 0..frame.n_planes() {
+                let stride = frame.plane_stride()[plane as usize] as usize;
+                let data = frame.plane_data(plane).map_err(|_| anyhow!("cannot read a plane"))?;
+                let (row_bytes, rows) = plane_extent(info, plane);
+                for row in 0..rows {
+                    std::io::Write::write_all(&mut out, &data[row * stride..row * stride + row_bytes])?;
+                }
+            }
+        }
+        std::io::Write::flush(&mut out)?;
+        Ok(RawFrames {
+            file,
+            pix_fmt,
+            width: info.width(),
+            height: info.height(),
+            frames: buffers.len(),
+        })
+    }
+
+    /// Frames per second of `ffmpeg -vf CHAIN` over the frames, output discarded (`-f null`).
+    fn time_ffmpeg(&self, chain: &str) -> Result<f64> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+        let size = format!("{}x{}", self.width, self.height);
+        let start = Instant::now();
+        let output = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-threads", &threads, "-f", "rawvideo"])
+            .args(["-pix_fmt", self.pix_fmt, "-s", &size, "-r", "25", "-i"])
+            .arg(&self.file.0)
+            .args(["-vf", chain, "-f", "null", "-"])
+            .output()
+            .context("cannot run ffmpeg (is it installed?)")?;
+        let seconds = start.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!(
+                "ffmpeg -vf '{chain}' failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(self.frames as f64 / seconds.max(1e-9))
+    }
+}
+
+/// Bytes per row and rows of a plane without padding.
+fn plane_extent(info: &gst_video::VideoInfo, plane: u32) -> (usize, usize) {
+    let finfo = info.format_info();
+    let comp = (0..finfo.n_components())
+        .find(|&c| finfo.plane()[c as usize] == plane)
+        .unwrap_or(0);
+    let width = finfo.scale_width(comp as u8, info.width()) as usize;
+    let height = finfo.scale_height(comp as u8, info.height()) as usize;
+    let pixel_bytes = match info.format() {
+        gst_video::VideoFormat::Nv12 if plane == 1 => 2,
+        gst_video::VideoFormat::Yuy2 | gst_video::VideoFormat::Uyvy => 2,
+        _ => finfo.pixel_stride()[comp as usize] as usize,
+    };
+    (width * pixel_bytes, height)
 }
 
 fn print_report(baseline: &Timing, restore: &Timing, rate: gst::Fraction) {
@@ -276,6 +396,7 @@ mod tests {
             engine: None,
             device: None,
             set: vec![],
+            ffmpeg: vec![],
         };
         let (caps, buffers) = load_frames(&args).unwrap();
         assert_eq!(buffers.len(), 6);
@@ -292,5 +413,56 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a GStreamer video format"));
+    }
+
+    #[test]
+    fn ffmpeg_reads_the_frames_without_padding() {
+        crate::init_for_tests();
+        // An odd size: GStreamer pads the rows (and the chroma planes), the raw file must not.
+        for (format, bytes_per_frame) in [("GRAY8", 37 * 21), ("I420", 37 * 21 + 2 * 19 * 11)] {
+            let args = BenchArgs {
+                input: None,
+                frames: 3,
+                size: "37x21".into(),
+                format: format.into(),
+                engine: None,
+                device: None,
+                set: vec![],
+                ffmpeg: vec![],
+            };
+            let (caps, buffers) = load_frames(&args).unwrap();
+            let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+            let raw = RawFrames::write(&info, &buffers).unwrap();
+            assert_eq!(std::fs::metadata(&raw.file.0).unwrap().len(), 3 * bytes_per_frame);
+            // FFmpeg must accept exactly that layout (it fails on a short or long last frame).
+            assert!(raw.time_ffmpeg("null").unwrap() > 0.0, "{format}");
+            let e = raw.time_ffmpeg("no_such_filter").unwrap_err().to_string();
+            assert!(e.contains("no_such_filter"), "{e}");
+            let path = raw.file.0.clone();
+            drop(raw);
+            assert!(!path.exists(), "the raw file is removed");
+        }
+    }
+
+    #[test]
+    fn unmapped_formats_are_refused_for_ffmpeg() {
+        crate::init_for_tests();
+        let args = BenchArgs {
+            input: None,
+            frames: 1,
+            size: "16x16".into(),
+            format: "AYUV".into(),
+            engine: None,
+            device: None,
+            set: vec![],
+            ffmpeg: vec![],
+        };
+        let (caps, buffers) = load_frames(&args).unwrap();
+        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        let e = RawFrames::write(&info, &buffers)
+            .err()
+            .expect("AYUV has no mapping")
+            .to_string();
+        assert!(e.contains("AYUV"), "{e}");
     }
 }

@@ -220,7 +220,9 @@ pub fn fit_pixel_pairs(neighbour: &Plane, centre: &Plane, start: ToneCorrection)
 /// compensated neighbour need not exist yet. `pairs` is reused (no allocation once it is large
 /// enough).
 pub fn sample_pairs(centre: &Plane, neighbour_at: impl Fn(usize, usize) -> f32 + Sync, pairs: &mut Vec<(f32, f32)>) {
-    let step = ((centre.data.len() / 40_000).max(1) as f64).sqrt().ceil() as usize;
+    // About 10k pairs: plenty for two parameters, and reading them through the vectors
+    // touches the neighbour all over.
+    let step = ((centre.data.len() / 10_000).max(1) as f64).sqrt().ceil() as usize;
     let (nx, ny) = (centre.width.div_ceil(step), centre.height.div_ceil(step));
     pairs.resize(nx * ny, (0.0, 0.0));
     // Reading through the vectors costs more than the fit: rows in parallel.

@@ -276,7 +276,7 @@ struct Search<'a> {
 
 impl<'a> Search<'a> {
     fn new(c: &'a BytePlane, n: &'a BytePlane) -> Self {
-        let row_step = if c.height >= 400 { 2 } else { 1 };
+        let row_step = if c.height >= 288 { 2 } else { 1 };
         Search { c, n, row_step }
     }
 
