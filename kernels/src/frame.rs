@@ -96,6 +96,9 @@ pub struct WorkFrame {
     /// Downscaled luma for motion search, built when the frame enters the temporal window and
     /// kept with the pooled frame so its buffers are reused.
     pub pyramid: crate::motion::Pyramid,
+    /// Motion to the neighbouring frames, estimated as they arrive (see
+    /// [`crate::motion::FrameMotion`]).
+    pub motion: crate::motion::FrameMotion,
 }
 
 impl WorkFrame {
@@ -109,6 +112,7 @@ impl WorkFrame {
             luma: Plane::new(geometry.width, geometry.height),
             chroma,
             pyramid: crate::motion::Pyramid::default(),
+            motion: crate::motion::FrameMotion::default(),
         }
     }
 

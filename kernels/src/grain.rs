@@ -15,13 +15,21 @@ use rayon::prelude::*;
 pub struct GrainParams {
     /// 0 keeps the grain, 1 removes as much as the filter can.
     pub strength: f32,
+    /// Frames either side the temporal average takes: 1, or 2 for the frames two away as
+    /// well (where the window holds them).
+    pub radius: usize,
 }
 
 impl Default for GrainParams {
     fn default() -> Self {
         // Full strength by default: the restorer's quality targets are scored against a grain-free
         // reference; archivists who keep grain lower it (the filter never erases all of it).
-        GrainParams { strength: 1.0 }
+        // Radius 1: the frames two away cost an eighth of the frame rate and some detail for a
+        // little SSIM (benches/RESULTS.md).
+        GrainParams {
+            strength: 1.0,
+            radius: 1,
+        }
     }
 }
 
@@ -46,7 +54,8 @@ impl GrainFilter {
             self.temporal = Plane::new(luma.width, luma.height);
             self.smoothed = Plane::new(luma.width, luma.height);
         }
-        if let [a, b] = neighbours {
+        // Against the nearest two (the first), which have the most reliable vectors.
+        if let [a, b, ..] = neighbours {
             clip_spikes(luma, a, b, sigma, s);
         }
         temporal_average(luma, neighbours, sigma, &mut self.temporal);
@@ -106,9 +115,10 @@ fn temporal_average(centre: &Plane, neighbours: &[&Plane], sigma: f32, out: &mut
     let inv = 1.0 / (2.0 * (3.0 * sigma) * (3.0 * sigma));
     out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         let c = centre.row(y);
-        if let [a, b] = neighbours {
-            temporal_pair_row(row, c, a.row(y), b.row(y), inv);
-            return;
+        match neighbours {
+            [a, b] => return temporal_pair_row(row, c, a.row(y), b.row(y), inv),
+            [a, b, d, e] => return temporal_quad_row(row, c, [a.row(y), b.row(y), d.row(y), e.row(y)], inv),
+            _ => {}
         }
         for (x, o) in row.iter_mut().enumerate() {
             let (mut sum, mut weight) = (c[x], 1.0f32);
@@ -118,6 +128,21 @@ fn temporal_average(centre: &Plane, neighbours: &[&Plane], sigma: f32, out: &mut
             *o = sum / weight;
         }
     });
+}
+
+avx2_twin! {
+    /// [`temporal_average`] of one row with four neighbours (two each side), in one loop.
+    fn temporal_quad_row(out: &mut [f32], c: &[f32], n: [&[f32]; 4], inv: f32) {
+        let len = out.len();
+        let (c, [a, b, d, e]) = (&c[..len], n.map(|r| &r[..len]));
+        for i in 0..len {
+            let (mut sum, mut weight) = (c[i], 1.0f32);
+            for v in [a[i], b[i], d[i], e[i]] {
+                weigh(c[i], v, inv, &mut sum, &mut weight);
+            }
+            out[i] = sum / weight;
+        }
+    }
 }
 
 /// Adds neighbour sample `v` to a centre sample `c`'s weighted sums.
@@ -241,7 +266,15 @@ mod tests {
         let clean = edges();
         let (a, mut c, b) = (noisy(&clean, 1, 0.03), noisy(&clean, 2, 0.03), noisy(&clean, 3, 0.03));
         let before = rms(&c, &clean);
-        GrainFilter::new().process(&GrainParams { strength: 1.0 }, &mut c, &[&a, &b], 0.03);
+        GrainFilter::new().process(
+            &GrainParams {
+                strength: 1.0,
+                radius: 1,
+            },
+            &mut c,
+            &[&a, &b],
+            0.03,
+        );
         let after = rms(&c, &clean);
         assert!(after < 0.6 * before, "noise {before} -> {after}");
         // The edge between 0.3 and 0.7 stays sharp: pixels either side keep their level.
@@ -254,7 +287,15 @@ mod tests {
         let mut c = flat.clone();
         c.set(4, 4, 0.6); // a grain spike
         c.set(10, 10, 0.95); // a small object seen in this frame only
-        GrainFilter::new().process(&GrainParams { strength: 0.5 }, &mut c, &[&flat, &flat], 0.01);
+        GrainFilter::new().process(
+            &GrainParams {
+                strength: 0.5,
+                radius: 1,
+            },
+            &mut c,
+            &[&flat, &flat],
+            0.01,
+        );
         assert!((c.get(4, 4) - 0.5).abs() < 0.03, "spike left at {}", c.get(4, 4));
         assert!(c.get(10, 10) > 0.85, "object damaged: {}", c.get(10, 10));
     }
@@ -264,7 +305,15 @@ mod tests {
         let clean = edges();
         let (a, c0, b) = (noisy(&clean, 1, 0.03), noisy(&clean, 2, 0.03), noisy(&clean, 3, 0.03));
         let mut c = c0.clone();
-        GrainFilter::new().process(&GrainParams { strength: 0.0 }, &mut c, &[&a, &b], 0.03);
+        GrainFilter::new().process(
+            &GrainParams {
+                strength: 0.0,
+                radius: 1,
+            },
+            &mut c,
+            &[&a, &b],
+            0.03,
+        );
         assert_eq!(c, c0);
     }
 }

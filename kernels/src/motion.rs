@@ -189,6 +189,10 @@ pub struct MotionField {
     /// units of full scale.
     pub cost: Vec<f32>,
     scratch: Vec<(i32, i32)>,
+    /// Each block's zero-vector cost from the last search, and the same sorted (for the
+    /// median), reused.
+    zero_costs: Vec<f32>,
+    sorted_costs: Vec<f32>,
     /// The neighbour's 8-bit levels mapped onto the centre's brightness.
     mapped: Vec<BytePlane>,
 }
@@ -241,29 +245,155 @@ pub fn estimate(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, fie
         let predictors = std::mem::take(&mut field.scratch);
         field.resize(bx, by);
         let parent_dims = parent;
+        field.zero_costs.resize(bx * by, 0.0);
         field
             .vectors
             .par_chunks_mut(bx)
             .zip(field.cost.par_chunks_mut(bx))
+            .zip(field.zero_costs.par_chunks_mut(bx))
             .enumerate()
-            .for_each(|(row, (vectors, costs))| {
+            .for_each(|(row, ((vectors, costs), zeros))| {
                 for col in 0..bx {
                     let (x0, y0) = (col * BLOCK, row * BLOCK);
-                    let (v, cost) = match parent_dims {
-                        None => search.full(x0, y0),
+                    let (v, cost, zero) = match parent_dims {
+                        None => {
+                            let (v, cost) = search.full(x0, y0);
+                            (v, cost, 0)
+                        }
                         Some((pw, ph)) => {
                             let p = predictors[(row / 2).min(ph - 1) * pw + (col / 2).min(pw - 1)];
-                            search.refine(x0, y0, (p.0 * 2, p.1 * 2))
+                            search.refine_steps(x0, y0, (p.0 * 2, p.1 * 2), 3)
                         }
                     };
                     vectors[col] = v;
                     costs[col] = search.mean(x0, y0, cost);
+                    zeros[col] = search.mean(x0, y0, zero);
                 }
             });
         field.scratch = predictors;
         parent = Some((bx, by));
     }
+    // The finest level is never the top one but on frames too small for a pyramid: those keep
+    // their full-search answer.
+    if depth > 1 {
+        prefer_zero(field);
+    }
     field.mapped = mapped;
+}
+
+/// How much worse than the best match (as a fraction of the frame's typical mismatch at the
+/// zero vector) the zero vector may be and still be taken.
+const ZERO_PREFERENCE: f32 = 0.15;
+
+/// Takes the zero vector for each block whose zero-vector cost is within a noise margin of
+/// its best match.
+///
+/// On grain over a flat or static area every vector matches about as well, and the search
+/// picks the one where the neighbour's grain happens to resemble the centre's (on a static
+/// grainy test scene, fewer than one block in five kept the zero vector). The compensated
+/// neighbour then carries a copy of the centre's own grain, which the grain filter cannot
+/// average away. The margin follows the frame's typical zero-vector mismatch, so it scales
+/// with the grain; real motion on texture beats the zero vector by far more.
+///
+/// `field.zero_costs` holds each block's zero-vector cost, from the search.
+fn prefer_zero(field: &mut MotionField) {
+    let zero_costs = &field.zero_costs;
+    let typical = {
+        let sorted = &mut field.sorted_costs;
+        sorted.clear();
+        sorted.extend_from_slice(zero_costs);
+        let mid = sorted.len() / 2;
+        *sorted.select_nth_unstable_by(mid, f32::total_cmp).1
+    };
+    let margin = ZERO_PREFERENCE * typical;
+    for ((v, cost), &zero) in field
+        .vectors
+        .iter_mut()
+        .zip(field.cost.iter_mut())
+        .zip(zero_costs.iter())
+    {
+        if zero <= *cost + margin {
+            (*v, *cost) = ((0, 0), zero);
+        }
+    }
+}
+
+/// Refines `field` (vectors from the frame of `centre` to that of `neighbour`, from some other
+/// source: chained fields, say) by at most `steps` small-diamond steps at full resolution
+/// only, each block starting from its own vector.
+pub fn refine(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, field: &mut MotionField, steps: usize) {
+    field.map_neighbour(neighbour, 1, tone);
+    let mapped = std::mem::take(&mut field.mapped);
+    let search = Search::new(&centre.bytes[0], &mapped[0]);
+    let bx = field.blocks_x;
+    field.zero_costs.resize(field.vectors.len(), 0.0);
+    field
+        .vectors
+        .par_chunks_mut(bx)
+        .zip(field.cost.par_chunks_mut(bx))
+        .zip(field.zero_costs.par_chunks_mut(bx))
+        .enumerate()
+        .for_each(|(row, ((vectors, costs), zeros))| {
+            for col in 0..bx {
+                let (x0, y0) = (col * BLOCK, row * BLOCK);
+                let (v, cost, zero) = search.refine_steps(x0, y0, vectors[col], steps);
+                vectors[col] = v;
+                costs[col] = search.mean(x0, y0, cost);
+                zeros[col] = search.mean(x0, y0, zero);
+            }
+        });
+    prefer_zero(field);
+    field.mapped = mapped;
+}
+
+/// Vectors two frames on: `first` (this frame to the next) followed, from where each block
+/// lands, by `second` (the next frame to the one after). On the block grid of `first`; the
+/// cost of each is the sum of the two steps' costs.
+pub fn chain(first: &MotionField, second: &MotionField, out: &mut MotionField) {
+    out.resize(first.blocks_x, first.blocks_y);
+    let half = (BLOCK / 2) as i32;
+    for by in 0..first.blocks_y {
+        for bx in 0..first.blocks_x {
+            let i = by * first.blocks_x + bx;
+            let u = first.vectors[i];
+            // Where the block's centre lands in the next frame (clamped onto its blocks).
+            let lx = (bx as i32 * BLOCK as i32 + half + u.0).max(0) as usize;
+            let ly = (by as i32 * BLOCK as i32 + half + u.1).max(0) as usize;
+            let v = second.vector_at(lx, ly);
+            out.vectors[i] = (u.0 + v.0, u.1 + v.1);
+            out.cost[i] = first.cost[i] + second.cost_at(lx, ly);
+        }
+    }
+}
+
+/// Motion between a frame and its immediate neighbours in the stream, estimated as frames
+/// arrive (each pair of consecutive frames once each way) and kept with the pooled frame, so
+/// that its buffers are reused and every stage of the next frames can read it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrameMotion {
+    /// Vectors from this frame to the previous one, when `has_prev`.
+    pub to_prev: MotionField,
+    /// Vectors from this frame to the next one, when `has_next`.
+    pub to_next: MotionField,
+    pub has_prev: bool,
+    pub has_next: bool,
+}
+
+impl FrameMotion {
+    /// Forgets both fields (the frame is new, or its neighbours are gone).
+    pub fn clear(&mut self) {
+        self.has_prev = false;
+        self.has_next = false;
+    }
+
+    /// The field towards the neighbour one frame away on side `step` (-1 or 1), if known.
+    pub fn towards(&self, step: isize) -> Option<&MotionField> {
+        match step {
+            -1 => self.has_prev.then_some(&self.to_prev),
+            1 => self.has_next.then_some(&self.to_next),
+            _ => None,
+        }
+    }
 }
 
 /// One level's block search: the centre level and the brightness-mapped neighbour level.
@@ -276,7 +406,7 @@ struct Search<'a> {
 
 impl<'a> Search<'a> {
     fn new(c: &'a BytePlane, n: &'a BytePlane) -> Self {
-        let row_step = if c.height >= 288 { 2 } else { 1 };
+        let row_step = if c.height >= 400 { 2 } else { 1 };
         Search { c, n, row_step }
     }
 
@@ -309,13 +439,22 @@ impl<'a> Search<'a> {
     }
 
     /// Small-diamond descent from the predictor (at most three steps), plus the zero vector
-    /// (static scenes, film borders). A vector already tried is not costed again: it lost
-    /// against a best that has only fallen since.
+    /// (static scenes, film borders).
+    #[cfg(test)]
     fn refine(&self, x0: usize, y0: usize, predictor: (i32, i32)) -> ((i32, i32), u32) {
+        let (v, cost, _) = self.refine_steps(x0, y0, predictor, 3);
+        (v, cost)
+    }
+
+    /// [`Self::refine`] with at most `steps` steps (at most three: the tried-vector grid spans
+    /// three steps), also returning the zero vector's cost. A vector already tried is not
+    /// costed again: it lost against a best that has only fallen since.
+    fn refine_steps(&self, x0: usize, y0: usize, predictor: (i32, i32), steps: usize) -> ((i32, i32), u32, u32) {
         let mut best = (predictor, self.cost(x0, y0, predictor));
         let zero_tried = predictor != (0, 0);
+        let mut zero = best.1;
         if zero_tried {
-            let zero = self.cost(x0, y0, (0, 0));
+            zero = self.cost(x0, y0, (0, 0));
             if zero < best.1 {
                 best = ((0, 0), zero);
             }
@@ -328,7 +467,7 @@ impl<'a> Search<'a> {
             ((0..7).contains(&dx) && (0..7).contains(&dy)).then(|| 1u64 << (dy * 7 + dx))
         };
         let mut grid = cell(start).unwrap_or(0);
-        for _ in 0..3 {
+        for _ in 0..steps.min(3) {
             let centre = best.0;
             for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
                 let v = (centre.0 + dx, centre.1 + dy);
@@ -346,7 +485,7 @@ impl<'a> Search<'a> {
                 break;
             }
         }
-        best
+        (best.0, best.1, zero)
     }
 
     /// Summed truncated absolute difference between the centre block at (x0, y0) and the
@@ -646,6 +785,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chained_vectors_add_and_a_refine_keeps_a_right_answer() {
+        let (a, b, c) = (
+            scene(160, 120, (0, 0), 1.0),
+            scene(160, 120, (3, -1), 1.0),
+            scene(160, 120, (7, -3), 1.0),
+        );
+        let (ab, bc) = (
+            field_between(&a, &b, ToneCorrection::IDENTITY),
+            field_between(&b, &c, ToneCorrection::IDENTITY),
+        );
+        let mut ac = MotionField::default();
+        chain(&ab, &bc, &mut ac);
+        let at = |f: &MotionField| f.vectors[(f.blocks_y / 2) * f.blocks_x + f.blocks_x / 2];
+        assert_eq!((at(&ab), at(&bc), at(&ac)), ((3, -1), (4, -2), (7, -3)));
+        let (mut pa, mut pc) = (Pyramid::default(), Pyramid::default());
+        pa.build(&a);
+        pc.build(&c);
+        // A wrong start one pixel off is pulled back by the full-resolution descent.
+        for v in ac.vectors.iter_mut() {
+            *v = (v.0 + 1, v.1);
+        }
+        refine(&pa, &pc, ToneCorrection::IDENTITY, &mut ac, 3);
+        assert_eq!(at(&ac), (7, -3));
+    }
+
+    #[test]
+    fn grain_on_a_still_scene_keeps_the_zero_vector() {
+        // Two frames of the same flat grey under independent grain: every vector matches about
+        // as well, and without the zero preference fewer than one block in five kept (0, 0).
+        let noisy = |seed: u32| {
+            let mut s = seed | 1;
+            let mut p = Plane::filled(128, 96, 0.5);
+            for v in p.data.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                *v += 0.136 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+            }
+            p
+        };
+        let field = field_between(&noisy(3), &noisy(8), ToneCorrection::IDENTITY);
+        let zero = field.vectors.iter().filter(|v| **v == (0, 0)).count();
+        assert!(
+            zero * 2 >= field.vectors.len(),
+            "{zero} of {} blocks at (0, 0)",
+            field.vectors.len()
+        );
     }
 
     #[test]

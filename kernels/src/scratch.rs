@@ -182,9 +182,19 @@ impl ScratchRemover {
         if self.runs.is_empty() || self.filled.len() != from.data.len() {
             return;
         }
-        for ((t, f), &m) in to.data.iter_mut().zip(&from.data).zip(&self.filled) {
-            if m {
-                *t = *f;
+        let w = from.width;
+        // A row's fill lies within `ROW_SEARCH` of its run (see `scratch_in_row`): only those
+        // columns need looking at, not the whole frame.
+        for &(x0, x1) in &self.runs {
+            let (lo, hi) = (x0.saturating_sub(ROW_SEARCH), (x1 + ROW_SEARCH).min(w - 1));
+            for y in 0..from.height {
+                let span = y * w + lo..=y * w + hi;
+                let filled = &self.filled[span.clone()];
+                for ((t, f), &m) in to.data[span.clone()].iter_mut().zip(&from.data[span]).zip(filled) {
+                    if m {
+                        *t = *f;
+                    }
+                }
             }
         }
     }

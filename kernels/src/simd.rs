@@ -121,7 +121,15 @@ pub(crate) mod tests {
         let mut cleaned = Plane::new(w, h);
         BlotchRemover::new().process(&BlotchParams { strength: 1.0 }, &centre, &a, &b, &mut cleaned);
         let mut grained = centre.clone();
-        GrainFilter::new().process(&GrainParams { strength: 0.8 }, &mut grained, &[&ca, &cb], 0.02);
+        GrainFilter::new().process(
+            &GrainParams {
+                strength: 0.8,
+                radius: 1,
+            },
+            &mut grained,
+            &[&ca, &cb],
+            0.02,
+        );
         let mut lit = centre.clone();
         GainField {
             coeffs: [0.05, -0.03, 0.02, 0.01, -0.02],

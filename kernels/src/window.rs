@@ -69,7 +69,9 @@ impl<T> TemporalWindow<T> {
         self.slots.len() - self.centre
     }
 
-    pub fn push(&mut self, frame: Box<WorkFrame>, stats: FrameStats, starts_shot: bool, cut_score: f32, tag: T) {
+    pub fn push(&mut self, mut frame: Box<WorkFrame>, stats: FrameStats, starts_shot: bool, cut_score: f32, tag: T) {
+        // A pooled frame may still carry the motion of its last trip through the window.
+        frame.motion.clear();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot {
@@ -80,6 +82,27 @@ impl<T> TemporalWindow<T> {
             cut_score,
             tag: Some(tag),
         });
+    }
+
+    /// The last two frames pushed, older first, when they are in the same shot: the pair whose
+    /// motion is estimated as the newer one arrives.
+    pub fn newest_pair_mut(&mut self) -> Option<(&mut Slot<T>, &mut Slot<T>)> {
+        let n = self.slots.len();
+        if n < 2 || self.slots[n - 1].starts_shot {
+            return None;
+        }
+        let (front, back) = self.slots.as_mut_slices();
+        match back.len() {
+            0 => match front {
+                [.., older, newer] => Some((older, newer)),
+                _ => None,
+            },
+            1 => Some((front.last_mut()?, &mut back[0])),
+            _ => match back {
+                [.., older, newer] => Some((older, newer)),
+                _ => None,
+            },
+        }
     }
 
     /// Whether the next frame has all its future neighbours (or `draining` and there is one).
@@ -191,6 +214,27 @@ mod tests {
         // Centre is frame 3, the first of its shot.
         assert!(w.neighbour(-1).is_none());
         assert!(w.neighbour(1).is_some());
+    }
+
+    #[test]
+    fn the_newest_pair_is_the_last_two_frames_of_one_shot() {
+        let mut w = TemporalWindow::new(1, 1);
+        assert!(w.newest_pair_mut().is_none());
+        w.push(frame(), FrameStats::default(), false, 0.0, 0);
+        assert!(w.newest_pair_mut().is_none(), "one frame is no pair");
+        let mut evicted = Vec::new();
+        // Enough frames that the ring wraps round, so both halves of its storage are exercised.
+        for i in 1..9 {
+            w.push(frame(), FrameStats::default(), i == 5, 0.0, i);
+            match w.newest_pair_mut() {
+                Some((older, newer)) => {
+                    assert_ne!(i, 5, "a cut starts no pair");
+                    assert_eq!((older.seq, newer.seq), (i - 1, i));
+                }
+                None => assert_eq!(i, 5),
+            }
+            w.advance(&mut evicted);
+        }
     }
 
     #[test]

@@ -94,6 +94,7 @@ const DEFAULT_SCRATCHES: bool = true;
 const DEFAULT_SCRATCH_STRENGTH: f64 = 0.5;
 const DEFAULT_GRAIN: bool = true;
 const DEFAULT_GRAIN_STRENGTH: f64 = 1.0;
+const DEFAULT_GRAIN_RADIUS: u32 = 1;
 const DEFAULT_STATS_INTERVAL: u32 = 250;
 
 /// Properties. Copied once per frame; never locked across processing.
@@ -116,6 +117,7 @@ struct Settings {
     scratch_strength: f64,
     grain: bool,
     grain_strength: f64,
+    grain_radius: u32,
     compare: CompareMode,
     stats_interval: u32,
     /// Diffusion engine bundle folder; `None` = classic stages only.
@@ -146,6 +148,7 @@ impl Default for Settings {
             scratch_strength: DEFAULT_SCRATCH_STRENGTH,
             grain: DEFAULT_GRAIN,
             grain_strength: DEFAULT_GRAIN_STRENGTH,
+            grain_radius: DEFAULT_GRAIN_RADIUS,
             compare: CompareMode::None,
             stats_interval: DEFAULT_STATS_INTERVAL,
             engine: None,
@@ -276,6 +279,7 @@ impl OldFilmRestore {
                 }),
                 grain: settings.grain.then_some(GrainParams {
                     strength: settings.grain_strength as f32,
+                    radius: settings.grain_radius as usize,
                 }),
             },
             cut_threshold: settings.cut_threshold as f32,
@@ -853,6 +857,14 @@ impl ObjectImpl for OldFilmRestore {
                     .default_value(DEFAULT_GRAIN_STRENGTH)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("grain-radius")
+                    .nick("Grain radius")
+                    .blurb("Frames either side the grain filter averages: 1 the adjacent frames; 2 also those two away (vectors chained over the frame between; needs temporal-radius of at least 2), which removes more heavy grain but costs about an eighth of the frame rate and some fine detail. Range 1-2, default 1")
+                    .minimum(1)
+                    .maximum(2)
+                    .default_value(DEFAULT_GRAIN_RADIUS)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("engine")
                     .nick("Diffusion engine")
                     .blurb("Engine bundle folder (see engines/README.md) for the one-step diffusion prior run after the classic stages; empty: classic stages only. Default: empty")
@@ -965,6 +977,7 @@ impl ObjectImpl for OldFilmRestore {
             "scratch-strength" => settings.scratch_strength = value.get().expect("type checked upstream"),
             "grain" => settings.grain = value.get().expect("type checked upstream"),
             "grain-strength" => settings.grain_strength = value.get().expect("type checked upstream"),
+            "grain-radius" => settings.grain_radius = value.get().expect("type checked upstream"),
             "compare" => {
                 let mode: CompareMode = value.get().expect("type checked upstream");
                 let resize = (mode == CompareMode::SideBySide) != (settings.compare == CompareMode::SideBySide);
@@ -1028,6 +1041,7 @@ impl ObjectImpl for OldFilmRestore {
             "scratch-strength" => settings.scratch_strength.to_value(),
             "grain" => settings.grain.to_value(),
             "grain-strength" => settings.grain_strength.to_value(),
+            "grain-radius" => settings.grain_radius.to_value(),
             "compare" => settings.compare.to_value(),
             "stats-interval" => settings.stats_interval.to_value(),
             "engine" => settings.engine.as_deref().to_value(),
