@@ -261,8 +261,35 @@ pub fn estimate(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, fie
                             (v, cost, 0)
                         }
                         Some((pw, ph)) => {
-                            let p = predictors[(row / 2).min(ph - 1) * pw + (col / 2).min(pw - 1)];
-                            search.refine_steps(x0, y0, (p.0 * 2, p.1 * 2), 3)
+                            let (pc, pr) = ((col / 2).min(pw - 1), (row / 2).min(ph - 1));
+                            let parent_at = |c: usize, r: usize| {
+                                let p = predictors[r * pw + c];
+                                (p.0 * 2, p.1 * 2)
+                            };
+                            // Besides the parent's vector: the coarse blocks beside the parent
+                            // nearest this one, and this level's block to the left (already
+                            // found: a row is searched left to right). Starting the descent
+                            // from the best of them follows motion boundaries the parent's
+                            // block straddles (on the quality clips compensation PSNR rose
+                            // 1.0-1.9 dB at strength 0.5, and no slower: the descent from a
+                            // better start takes fewer steps).
+                            let side_c = if col % 2 == 0 {
+                                pc.checked_sub(1)
+                            } else {
+                                (pc + 1 < pw).then_some(pc + 1)
+                            };
+                            let side_r = if row % 2 == 0 {
+                                pr.checked_sub(1)
+                            } else {
+                                (pr + 1 < ph).then_some(pr + 1)
+                            };
+                            let others = [
+                                side_c.map(|c| parent_at(c, pr)),
+                                side_r.map(|r| parent_at(pc, r)),
+                                (col > 0).then(|| vectors[col - 1]),
+                            ];
+                            let start = search.best_of(x0, y0, parent_at(pc, pr), &others);
+                            search.refine_steps(x0, y0, start, 3)
                         }
                     };
                     vectors[col] = v;
@@ -486,6 +513,20 @@ impl<'a> Search<'a> {
             }
         }
         (best.0, best.1, zero)
+    }
+
+    /// The cheapest of `first` and the `others` given (a tie keeps the earlier).
+    fn best_of(&self, x0: usize, y0: usize, first: (i32, i32), others: &[Option<(i32, i32)>]) -> (i32, i32) {
+        let mut best = (first, self.cost(x0, y0, first));
+        for &v in others.iter().flatten() {
+            if v != best.0 {
+                let cost = self.cost(x0, y0, v);
+                if cost < best.1 {
+                    best = (v, cost);
+                }
+            }
+        }
+        best.0
     }
 
     /// Summed truncated absolute difference between the centre block at (x0, y0) and the
@@ -835,6 +876,32 @@ mod tests {
             "{zero} of {} blocks at (0, 0)",
             field.vectors.len()
         );
+    }
+
+    #[test]
+    fn blocks_along_a_motion_boundary_find_their_own_side() {
+        // The left part of the picture pans by (14, -6), the rest stands still; the boundary
+        // cuts through coarse blocks, whose vectors are then right for one side only.
+        let (w, h) = (192, 128);
+        let still = scene(w, h, (0, 0), 1.0);
+        let panned = scene(w, h, (14, -6), 1.0);
+        let boundary = 92;
+        let mut n = still.clone();
+        for y in 0..h {
+            for x in 0..boundary {
+                n.set(x, y, panned.get(x, y));
+            }
+        }
+        let field = field_between(&still, &n, ToneCorrection::IDENTITY);
+        let (mut right, mut total) = (0, 0);
+        for by in 2..field.blocks_y - 2 {
+            // The blocks next to the boundary on either side (whole blocks, no straddling).
+            for (bx, want) in [(boundary / BLOCK - 2, (14, -6)), (boundary / BLOCK + 1, (0, 0))] {
+                right += (field.vectors[by * field.blocks_x + bx] == want) as usize;
+                total += 1;
+            }
+        }
+        assert!(right * 10 >= total * 9, "{right} of {total} boundary blocks right");
     }
 
     #[test]
