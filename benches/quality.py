@@ -8,7 +8,7 @@ everything with `oldfilm score` against the clean clip; and runs the real old-fi
 ../shared/samples is there) with no-reference measures. Writes a Markdown report.
 
     python3 benches/quality.py [--out DIR] [--frames N] [--quick] [--samples DIR] [--report FILE]
-                               [--set NAME=VALUE ...]
+                               [--set NAME=VALUE ...] [--variant NAME=VALUE[,NAME=VALUE] ...]
 
 Needs: a release build of the CLI (cargo build --release -p oldfilm-cli), ffmpeg, pip (for the
 clips). Only the standard library is used.
@@ -84,9 +84,14 @@ def ffmpeg(chain, src, dst, gray):
 RESTORE_SETS = []
 
 
-def restore_cmd(src, dst):
+# Further oldfilmrestore settings run in the same run as rows of their own (from --variant):
+# each a list of NAME=VALUE properties on top of RESTORE_SETS.
+VARIANTS = []
+
+
+def restore_cmd(src, dst, extra=()):
     cmd = [OLDFILM, "restore", src, dst]
-    for kv in RESTORE_SETS:
+    for kv in list(RESTORE_SETS) + list(extra):
         cmd += ["--set", kv]
     return cmd
 
@@ -104,6 +109,10 @@ def synthetic_case(work, clip, label, seed, strength, gray, frames):
     ours = base + "-oldfilmrestore.mkv"
     seconds = timed(restore_cmd(degraded, ours))
     results["oldfilmrestore"] = (score(clean, ours, degraded, mask), seconds)
+    for variant in VARIANTS:
+        out = base + "-oldfilmrestore-" + "_".join(variant).replace("=", "-") + ".mkv"
+        seconds = timed(restore_cmd(degraded, out, variant))
+        results["oldfilmrestore " + " ".join(variant)] = (score(clean, out, degraded, mask), seconds)
     for name, chain in FFMPEG_CHAINS.items():
         out = base + "-" + name.replace("+", "_") + ".mkv"
         seconds = ffmpeg(chain, degraded, out, gray)
@@ -119,6 +128,10 @@ def real_sample(work, path):
     seconds = timed(restore_cmd(path, ours))
     # No clean reference exists: score against the input for no-reference measures only.
     results["oldfilmrestore"] = (score(path, ours), seconds)
+    for variant in VARIANTS:
+        out = os.path.join(work, name + "-oldfilmrestore-" + "_".join(variant).replace("=", "-") + ".mkv")
+        seconds = timed(restore_cmd(path, out, variant))
+        results["oldfilmrestore " + " ".join(variant)] = (score(path, out), seconds)
     chain = FFMPEG_CHAINS["tmedian+deflicker+hqdn3d"]
     out = os.path.join(work, name + "-ffmpeg.mkv")
     seconds = ffmpeg(chain, path, out, True)
@@ -140,8 +153,11 @@ def main():
     ap.add_argument("--report", default=None, help="write the Markdown report here too")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set an oldfilmrestore property (repeatable), to compare against the defaults")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
+                    help="also run oldfilmrestore with these properties, as a row of its own (repeatable)")
     args = ap.parse_args()
     RESTORE_SETS.extend(args.set)
+    VARIANTS.extend([kv for kv in v.split(",") if kv] for v in args.variant)
     if not os.path.exists(OLDFILM):
         sys.exit("quality: build the CLI first: cargo build --release -p oldfilm-cli")
     os.makedirs(args.out, exist_ok=True)

@@ -89,9 +89,8 @@ const REGIONAL_PAIR_LIMIT: f32 = 0.06;
 
 /// Diamond steps refining the chained vectors to the frames two away. None: the chained
 /// vectors as they are. On the quality set's bbb strength 0.5 case one step gained SSIM
-/// 0.9276 -> 0.9308 and PSNR 32.81 -> 32.99 dB, but cost about a sixth of the frame rate at
-/// 720p (a full-resolution search and its zero preference per neighbour), where the
-/// unrefined neighbours kept the rate of the two-neighbour filter.
+/// 0.9276 -> 0.9308 and PSNR 32.81 -> 32.99 dB, but a full-resolution search and its zero
+/// preference per neighbour roughly doubled what the frames two away cost.
 const FAR_REFINE_STEPS: usize = 0;
 
 /// Largest field coefficient (log gain) a compensated neighbour is left unmapped at.
@@ -232,10 +231,10 @@ impl Cleaner {
     }
 
     /// The neighbours two frames away, for the grain filter, when the chosen pair is the two
-    /// adjacent frames and the filter is on with radius 2: their vectors chained over the frame between (no
-    /// search of their own, see [`FAR_REFINE_STEPS`]), compensated in their overall light. Their regional light is not mapped: the filter's similarity
-    /// weights absorb a few per cent, and the extra pass cost more than it gained on the
-    /// quality set.
+    /// adjacent frames and the filter is on with radius 2: their vectors chained over the
+    /// frame between (no search of their own, see [`FAR_REFINE_STEPS`]), compensated in their
+    /// overall light. Their regional light is not mapped: the filter's similarity weights
+    /// absorb a few per cent, and the extra pass cost more than it gained on the quality set.
     fn far_neighbours<T>(&mut self, params: &CleanParams, window: &TemporalWindow<T>, offsets: [isize; 2]) {
         self.far_count = 0;
         if params.grain.is_none_or(|g| g.radius < 2) || offsets != [-1, 1] {

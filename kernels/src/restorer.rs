@@ -138,6 +138,9 @@ pub struct Restored<T> {
     /// Luma pixels the blotch stage replaced.
     pub blotch_pixels: usize,
     pub times: StageTimes,
+    /// Milliseconds spent on this frame when it arrived (analysis and the motion to the frame
+    /// before), outside [`Restorer::restore_next`].
+    pub arrival_ms: f64,
 }
 
 pub struct Restorer<T> {
@@ -294,6 +297,7 @@ impl<T> Restorer<T> {
             correction,
             blotch_pixels,
             times,
+            arrival_ms: analyse_ms + motion_ms,
         })
     }
 

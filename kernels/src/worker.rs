@@ -407,7 +407,7 @@ fn run<T: Send>(
             for frame in restorer.take_evicted() {
                 input_returner.put(frame);
             }
-            let processing_ms = start.elapsed().as_secs_f64() * 1e3 + restored.times.ms[0];
+            let processing_ms = start.elapsed().as_secs_f64() * 1e3 + restored.arrival_ms;
             // A compare view is composed already: the post stage would see the original half too.
             let use_post = params.compare == crate::compare::CompareMode::None;
             if !deliver(post, &done, output, restored, processing_ms, use_post) {
