@@ -375,6 +375,20 @@ fn time_element(element: &str, properties: &[Property], caps: &gst::Caps, buffer
 mod tests {
     use super::*;
 
+    /// Arguments timing `frames` frames of the damaged test pattern.
+    fn pattern(frames: u32, size: &str, format: &str) -> BenchArgs {
+        BenchArgs {
+            input: None,
+            frames,
+            size: size.into(),
+            format: format.into(),
+            engine: None,
+            device: None,
+            set: vec![],
+            ffmpeg: vec![],
+        }
+    }
+
     #[test]
     fn sizes_parse_and_bad_ones_say_how() {
         assert_eq!(parse_size("1920x1080").unwrap(), (1920, 1080));
@@ -388,16 +402,7 @@ mod tests {
     #[test]
     fn a_test_pattern_is_timed_against_identity() {
         crate::init_for_tests();
-        let args = BenchArgs {
-            input: None,
-            frames: 6,
-            size: "64x48".into(),
-            format: "GRAY8".into(),
-            engine: None,
-            device: None,
-            set: vec![],
-            ffmpeg: vec![],
-        };
+        let args = pattern(6, "64x48", "GRAY8");
         let (caps, buffers) = load_frames(&args).unwrap();
         assert_eq!(buffers.len(), 6);
         let t = time_element("oldfilmrestore", &[], &caps, &buffers).unwrap();
@@ -420,16 +425,7 @@ mod tests {
         crate::init_for_tests();
         // An odd size: GStreamer pads the rows (and the chroma planes), the raw file must not.
         for (format, bytes_per_frame) in [("GRAY8", 37 * 21), ("I420", 37 * 21 + 2 * 19 * 11)] {
-            let args = BenchArgs {
-                input: None,
-                frames: 3,
-                size: "37x21".into(),
-                format: format.into(),
-                engine: None,
-                device: None,
-                set: vec![],
-                ffmpeg: vec![],
-            };
+            let args = pattern(3, "37x21", format);
             let (caps, buffers) = load_frames(&args).unwrap();
             let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
             let raw = RawFrames::write(&info, &buffers).unwrap();
@@ -447,16 +443,7 @@ mod tests {
     #[test]
     fn unmapped_formats_are_refused_for_ffmpeg() {
         crate::init_for_tests();
-        let args = BenchArgs {
-            input: None,
-            frames: 1,
-            size: "16x16".into(),
-            format: "AYUV".into(),
-            engine: None,
-            device: None,
-            set: vec![],
-            ffmpeg: vec![],
-        };
+        let args = pattern(1, "16x16", "AYUV");
         let (caps, buffers) = load_frames(&args).unwrap();
         let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
         let e = RawFrames::write(&info, &buffers)

@@ -245,57 +245,42 @@ pub fn estimate(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, fie
         let predictors = std::mem::take(&mut field.scratch);
         field.resize(bx, by);
         let parent_dims = parent;
-        field.zero_costs.resize(bx * by, 0.0);
-        field
-            .vectors
-            .par_chunks_mut(bx)
-            .zip(field.cost.par_chunks_mut(bx))
-            .zip(field.zero_costs.par_chunks_mut(bx))
-            .enumerate()
-            .for_each(|(row, ((vectors, costs), zeros))| {
-                for col in 0..bx {
-                    let (x0, y0) = (col * BLOCK, row * BLOCK);
-                    let (v, cost, zero) = match parent_dims {
-                        None => {
-                            let (v, cost) = search.full(x0, y0);
-                            (v, cost, 0)
-                        }
-                        Some((pw, ph)) => {
-                            let (pc, pr) = ((col / 2).min(pw - 1), (row / 2).min(ph - 1));
-                            let parent_at = |c: usize, r: usize| {
-                                let p = predictors[r * pw + c];
-                                (p.0 * 2, p.1 * 2)
-                            };
-                            // Besides the parent's vector: the coarse blocks beside the parent
-                            // nearest this one, and this level's block to the left (already
-                            // found: a row is searched left to right). Starting the descent
-                            // from the best of them follows motion boundaries the parent's
-                            // block straddles (on the quality clips compensation PSNR rose
-                            // 1.0-1.9 dB at strength 0.5, for a search about a fifth slower).
-                            let side_c = if col % 2 == 0 {
-                                pc.checked_sub(1)
-                            } else {
-                                (pc + 1 < pw).then_some(pc + 1)
-                            };
-                            let side_r = if row % 2 == 0 {
-                                pr.checked_sub(1)
-                            } else {
-                                (pr + 1 < ph).then_some(pr + 1)
-                            };
-                            let others = [
-                                side_c.map(|c| parent_at(c, pr)),
-                                side_r.map(|r| parent_at(pc, r)),
-                                (col > 0).then(|| vectors[col - 1]),
-                            ];
-                            let start = search.best_of(x0, y0, parent_at(pc, pr), &others);
-                            search.refine_steps(x0, y0, start, 3)
-                        }
-                    };
-                    vectors[col] = v;
-                    costs[col] = search.mean(x0, y0, cost);
-                    zeros[col] = search.mean(x0, y0, zero);
-                }
-            });
+        search_blocks(field, &search, |col, row, vectors| match parent_dims {
+            None => {
+                let (v, cost) = search.full(col * BLOCK, row * BLOCK);
+                (v, cost, 0)
+            }
+            Some((pw, ph)) => {
+                let (pc, pr) = ((col / 2).min(pw - 1), (row / 2).min(ph - 1));
+                let parent_at = |c: usize, r: usize| {
+                    let p = predictors[r * pw + c];
+                    (p.0 * 2, p.1 * 2)
+                };
+                // Besides the parent's vector: the coarse blocks beside the parent nearest this
+                // one, and this level's block to the left (already found: a row is searched
+                // left to right). Starting the descent from the best of them follows motion
+                // boundaries the parent's block straddles (on the quality clips compensation
+                // PSNR rose 1.0-1.9 dB at strength 0.5, for a search about a fifth slower).
+                let side_c = if col % 2 == 0 {
+                    pc.checked_sub(1)
+                } else {
+                    (pc + 1 < pw).then_some(pc + 1)
+                };
+                let side_r = if row % 2 == 0 {
+                    pr.checked_sub(1)
+                } else {
+                    (pr + 1 < ph).then_some(pr + 1)
+                };
+                let others = [
+                    side_c.map(|c| parent_at(c, pr)),
+                    side_r.map(|r| parent_at(pc, r)),
+                    (col > 0).then(|| vectors[col - 1]),
+                ];
+                let (x0, y0) = (col * BLOCK, row * BLOCK);
+                let start = search.best_of(x0, y0, parent_at(pc, pr), &others);
+                search.refine_steps(x0, y0, start, 3)
+            }
+        });
         field.scratch = predictors;
         parent = Some((bx, by));
     }
@@ -344,13 +329,15 @@ fn prefer_zero(field: &mut MotionField) {
     }
 }
 
-/// Refines `field` (vectors from the frame of `centre` to that of `neighbour`, from some other
-/// source: chained fields, say) by at most `steps` small-diamond steps at full resolution
-/// only, each block starting from its own vector.
-pub fn refine(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, field: &mut MotionField, steps: usize) {
-    field.map_neighbour(neighbour, 1, tone);
-    let mapped = std::mem::take(&mut field.mapped);
-    let search = Search::new(&centre.bytes[0], &mapped[0]);
+/// Searches every block of `field` (already sized for `search`'s level), rows in parallel:
+/// `block(col, row, vectors)` gives a block's vector, its summed cost and the zero vector's,
+/// with `vectors` the block row as it stands (left of `col` already searched, from `col` on
+/// as before). Stores the vectors, and both costs as means.
+fn search_blocks(
+    field: &mut MotionField,
+    search: &Search,
+    block: impl Fn(usize, usize, &[(i32, i32)]) -> ((i32, i32), u32, u32) + Sync,
+) {
     let bx = field.blocks_x;
     field.zero_costs.resize(field.vectors.len(), 0.0);
     field
@@ -361,13 +348,25 @@ pub fn refine(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, field
         .enumerate()
         .for_each(|(row, ((vectors, costs), zeros))| {
             for col in 0..bx {
+                let (v, cost, zero) = block(col, row, vectors);
                 let (x0, y0) = (col * BLOCK, row * BLOCK);
-                let (v, cost, zero) = search.refine_steps(x0, y0, vectors[col], steps);
                 vectors[col] = v;
                 costs[col] = search.mean(x0, y0, cost);
                 zeros[col] = search.mean(x0, y0, zero);
             }
         });
+}
+
+/// Refines `field` (vectors from the frame of `centre` to that of `neighbour`, from some other
+/// source: chained fields, say) by at most `steps` small-diamond steps at full resolution
+/// only, each block starting from its own vector.
+pub fn refine(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, field: &mut MotionField, steps: usize) {
+    field.map_neighbour(neighbour, 1, tone);
+    let mapped = std::mem::take(&mut field.mapped);
+    let search = Search::new(&centre.bytes[0], &mapped[0]);
+    search_blocks(field, &search, |col, row, vectors| {
+        search.refine_steps(col * BLOCK, row * BLOCK, vectors[col], steps)
+    });
     prefer_zero(field);
     field.mapped = mapped;
 }
