@@ -151,6 +151,10 @@ impl Cleaner {
             let start = Instant::now();
             if let Some(p) = &params.scratches {
                 self.scratches.process(p, &mut out.luma, centre.starts_shot);
+                let [ca, cb] = &self.compensated;
+                let [fa, fb] = &self.fields;
+                self.scratches
+                    .refill_from_neighbours(&mut out.luma, [(ca, fa), (cb, fb)], sigma);
             }
             times.add(Stage::Scratches, start);
             let start = Instant::now();

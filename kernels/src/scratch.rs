@@ -16,6 +16,7 @@
 //! rows where the scratch has a gap are left alone.
 
 use crate::frame::Plane;
+use crate::motion::MotionField;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -175,6 +176,51 @@ impl ScratchRemover {
             .sum()
     }
 
+    /// Replaces the last frame's spatial fills with what the compensated neighbours saw there,
+    /// where the picture moved across the film: the scratch is on the film, so a neighbour's
+    /// pixel that came from far enough sideways was not under it, and it carries the real
+    /// picture, not an interpolation (textured areas interpolate badly). A neighbour is used on
+    /// a row only where it matches the centre on the scratch's flanks (its vectors hold there);
+    /// elsewhere the spatial fill stays. Returns the pixels taken from the neighbours.
+    pub fn refill_from_neighbours(
+        &self,
+        luma: &mut Plane,
+        neighbours: [(&Plane, &MotionField); 2],
+        sigma: f32,
+    ) -> usize {
+        if self.runs.is_empty() || self.filled.len() != luma.data.len() {
+            return 0;
+        }
+        let (w, h) = (luma.width, luma.height);
+        let flank_limit = FLANK_AGREE_SIGMAS * sigma + FLANK_AGREE_FLOOR;
+        let agree = 3.0 * sigma + 0.02;
+        let mut taken = 0;
+        for &(x0, x1) in &self.runs {
+            let (lo, hi) = (x0.saturating_sub(ROW_SEARCH), (x1 + ROW_SEARCH).min(w - 1));
+            for y in 0..h {
+                let Some((a, b)) = filled_span(&self.filled[y * w..(y + 1) * w], lo, hi) else {
+                    continue;
+                };
+                let usable = neighbours.map(|(plane, field)| {
+                    clear_of_scratch(field, a, b, y) && flanks_differ(luma, plane, a, b, y) < flank_limit
+                });
+                for x in a..=b {
+                    let spatial = luma.get(x, y);
+                    let seen = [0, 1].map(|i| usable[i].then(|| neighbours[i].0.get(x, y)));
+                    let value = match seen {
+                        [Some(p), Some(q)] if (p - q).abs() <= agree => 0.5 * (p + q),
+                        [Some(p), Some(q)] => nearer(spatial, p, q),
+                        [Some(p), None] | [None, Some(p)] => p,
+                        [None, None] => continue,
+                    };
+                    luma.set(x, y, value);
+                    taken += 1;
+                }
+            }
+        }
+        taken
+    }
+
     /// Copies the last frame's refilled pixels from `from` into `to`: the compensated
     /// neighbours carry the same scratch (it is on the film, which the picture moves across
     /// slowly), and the grain filter would otherwise pull the fill back toward it.
@@ -227,6 +273,63 @@ fn scratch_in_row(row: &[f32], x0: usize, x1: usize, sign: f32, threshold: f32) 
         b += 1;
     }
     Some((a, b))
+}
+
+/// How far (in noise sigmas, plus a floor) a neighbour may differ from the centre on a
+/// scratch's flanks, on average, and still be trusted inside it (two grainy samples differ by
+/// about 1.13 sigma on average).
+const FLANK_AGREE_SIGMAS: f32 = 1.5;
+const FLANK_AGREE_FLOOR: f32 = 0.01;
+/// Pixels either side of a row's fill, and rows above and below, that the flank check reads.
+const FLANK: usize = 3;
+const FLANK_ROWS: usize = 2;
+/// How far a scratch may drift between neighbouring frames, in pixels.
+const DRIFT: i32 = 2;
+
+/// The first contiguous run of filled pixels within `lo..=hi` of a row's mask.
+fn filled_span(filled: &[bool], lo: usize, hi: usize) -> Option<(usize, usize)> {
+    let a = (lo..=hi).find(|&x| filled[x])?;
+    let b = (a..=hi).take_while(|&x| filled[x]).last()?;
+    Some((a, b))
+}
+
+/// Whether the vectors fetched every pixel of the fill `a..=b` on row `y` from outside where
+/// the scratch lies in the neighbour (its columns here, give or take its drift).
+fn clear_of_scratch(field: &MotionField, a: usize, b: usize, y: usize) -> bool {
+    (a..=b).all(|x| {
+        let source = x as i32 + field.vector_at(x, y).0;
+        source < a as i32 - DRIFT - 1 || source > b as i32 + DRIFT + 1
+    })
+}
+
+/// Mean absolute difference between the centre and a compensated neighbour on the flanks of
+/// the fill `a..=b` (a few pixels either side, a few rows up and down).
+fn flanks_differ(centre: &Plane, neighbour: &Plane, a: usize, b: usize, y: usize) -> f32 {
+    let (w, h) = (centre.width, centre.height);
+    let left = a.saturating_sub(FLANK)..a;
+    let right = (b + 1).min(w)..(b + 1 + FLANK).min(w);
+    let (mut sum, mut n) = (0.0f32, 0u32);
+    for yy in y.saturating_sub(FLANK_ROWS)..(y + FLANK_ROWS + 1).min(h) {
+        for x in left.clone().chain(right.clone()) {
+            sum += (centre.get(x, yy) - neighbour.get(x, yy)).abs();
+            n += 1;
+        }
+    }
+    if n == 0 {
+        f32::INFINITY
+    } else {
+        sum / n as f32
+    }
+}
+
+/// Of two candidates that disagree, the one nearer the spatial fill (the other may be a
+/// blotch or a failed vector).
+fn nearer(spatial: f32, p: f32, q: f32) -> f32 {
+    if (p - spatial).abs() <= (q - spatial).abs() {
+        p
+    } else {
+        q
+    }
 }
 
 /// Refills `row[a..=b]` by a linear blend of two-pixel means just outside it (a single pixel
@@ -395,5 +498,92 @@ mod tests {
             );
             assert!(changed.iter().all(|&i| copy.data[i] == luma.data[i]));
         }
+    }
+
+    /// A textured picture panning sideways under a scratch fixed on the film.
+    fn panned(frame: usize) -> Plane {
+        let mut p = Plane::new(160, 96);
+        for y in 0..96 {
+            for x in 0..160 {
+                let u = x as f32 + 8.0 * frame as f32;
+                let v =
+                    0.45 + 0.2 * (u * 0.37).sin() * (y as f32 * 0.21).cos() + 0.1 * (u * 0.13 + y as f32 * 0.3).sin();
+                p.set(x, y, v);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_scratch_over_a_pan_is_refilled_with_the_picture_the_neighbours_saw() {
+        use crate::deflicker::ToneCorrection;
+        use crate::motion::{compensate, estimate, Pyramid};
+        let column = 80;
+        let frames: Vec<Plane> = (0..5).map(|f| scratched(&panned(f), column, 0.95)).collect();
+        let mut remover = ScratchRemover::new();
+        let params = ScratchParams::default();
+        for f in 0..4 {
+            remover.process(&params, &mut frames[f].clone(), f == 0);
+        }
+        // Frame 3 between frames 2 and 4, each compensated onto it.
+        let centre = &frames[3];
+        let mut pc = Pyramid::default();
+        pc.build(centre);
+        let neighbour = |n: &Plane| {
+            let mut pn = Pyramid::default();
+            pn.build(n);
+            let mut field = MotionField::default();
+            estimate(&pc, &pn, ToneCorrection::IDENTITY, &mut field);
+            let mut comp = Plane::new(160, 96);
+            compensate(n, &field, ToneCorrection::IDENTITY, &mut comp);
+            (comp, field)
+        };
+        let ((ca, fa), (cb, fb)) = (neighbour(&frames[2]), neighbour(&frames[4]));
+        let mut luma = centre.clone();
+        remover.process(&params, &mut luma, false);
+        let spatial = luma.clone();
+        let taken = remover.refill_from_neighbours(&mut luma, [(&ca, &fa), (&cb, &fb)], 0.01);
+        assert!(taken >= 60, "only {taken} pixels taken from the neighbours");
+        let truth = panned(3);
+        let err = |p: &Plane| {
+            (16..80)
+                .map(|y| (p.get(column, y) - truth.get(column, y)).abs())
+                .sum::<f32>()
+                / 64.0
+        };
+        assert!(err(&luma) < 0.02, "refilled column off by {}", err(&luma));
+        assert!(
+            err(&luma) < 0.5 * err(&spatial),
+            "no better than the spatial fill: {} vs {}",
+            err(&luma),
+            err(&spatial)
+        );
+        // Only the filled pixels change.
+        let changed = (0..luma.data.len()).filter(|&i| luma.data[i] != spatial.data[i]);
+        assert!(changed.clone().all(|i| (i % 160).abs_diff(column) <= 3));
+    }
+
+    #[test]
+    fn a_still_picture_keeps_the_spatial_fill() {
+        use crate::deflicker::ToneCorrection;
+        use crate::motion::{estimate, Pyramid};
+        let mut remover = ScratchRemover::new();
+        let params = ScratchParams::default();
+        for f in 0..3 {
+            remover.process(&params, &mut scratched(&textured(120, 90, f + 1), 50, 0.95), f == 0);
+        }
+        let mut luma = scratched(&textured(120, 90, 4), 50, 0.95);
+        remover.process(&params, &mut luma, false);
+        let before = luma.clone();
+        // Still neighbours carry the scratch where the centre has it: zero vectors.
+        let neighbour = scratched(&textured(120, 90, 5), 50, 0.95);
+        let mut pyramid = Pyramid::default();
+        pyramid.build(&luma);
+        let mut field = MotionField::default();
+        estimate(&pyramid, &pyramid, ToneCorrection::IDENTITY, &mut field);
+        assert!(field.vectors.iter().all(|&v| v == (0, 0)));
+        let taken = remover.refill_from_neighbours(&mut luma, [(&neighbour, &field), (&neighbour, &field)], 0.01);
+        assert_eq!(taken, 0);
+        assert_eq!(luma, before);
     }
 }

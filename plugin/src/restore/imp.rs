@@ -81,7 +81,7 @@ const DEFAULT_TEMPORAL_RADIUS: u32 = 2;
 const MAX_TEMPORAL_RADIUS: u32 = 8;
 const DEFAULT_DEFLICKER: bool = true;
 const DEFAULT_DEFLICKER_STRENGTH: f64 = 1.0;
-const DEFAULT_DEFLICKER_SPAN: u32 = 12;
+const DEFAULT_DEFLICKER_SPAN: u32 = 24;
 const DEFAULT_REGIONAL_DEFLICKER: bool = true;
 const DEFAULT_REGIONAL_DEFLICKER_STRENGTH: f64 = 1.0;
 const DEFAULT_STABILISE: bool = false;
@@ -269,7 +269,7 @@ impl OldFilmRestore {
                 // Regional flicker is part of the deflicker stage: off with it.
                 regional: (settings.deflicker && settings.regional_deflicker).then_some(RegionalParams {
                     strength: settings.regional_deflicker_strength as f32,
-                    span: settings.deflicker_span as usize,
+                    span: kernels::deflicker::regional_span(settings.deflicker_span as usize),
                 }),
                 blotches: settings.blotches.then_some(BlotchParams {
                     strength: settings.blotch_strength as f32,
@@ -765,7 +765,7 @@ impl ObjectImpl for OldFilmRestore {
                     .build(),
                 glib::ParamSpecUInt::builder("deflicker-span")
                     .nick("Deflicker span")
-                    .blurb("Frames of history the brightness target is smoothed over; longer is steadier but follows real lighting changes more slowly. Range 1-100, default 12")
+                    .blurb("Frames of history the brightness target is smoothed over; longer is steadier but follows real lighting changes more slowly. Range 1-100, default 24")
                     .minimum(1)
                     .maximum(100)
                     .default_value(DEFAULT_DEFLICKER_SPAN)
@@ -773,7 +773,7 @@ impl ObjectImpl for OldFilmRestore {
                     .build(),
                 glib::ParamSpecBoolean::builder("regional-deflicker")
                     .nick("Regional deflicker")
-                    .blurb("Also remove uneven flicker (one side or corner of the frame pulsing against the rest): a smooth gain field per frame, fitted against the motion-compensated neighbours and smoothed over deflicker-span frames, so moving objects, shadows and steady lighting changes keep their light. Only with deflicker on. Default: true")
+                    .blurb("Also remove uneven flicker (one side or corner of the frame pulsing against the rest): a smooth gain field per frame, fitted against the motion-compensated neighbours and smoothed over half of deflicker-span frames, so moving objects, shadows and steady lighting changes keep their light. Only with deflicker on. Default: true")
                     .default_value(DEFAULT_REGIONAL_DEFLICKER)
                     .mutable_playing()
                     .build(),
