@@ -74,13 +74,20 @@ const SECOND_PASS: f32 = 0.4;
 /// which checks whether they are real moving objects before touching them.
 const SPIKE_CAP: f32 = 0.12;
 
+/// Largest difference between two compensated neighbours, at noise level `sigma`, for which
+/// they count as seeing the same thing (grain apart): the spike clip here and the scratch
+/// stage's refill from the neighbours both ask it.
+pub(crate) fn neighbours_agree(sigma: f32) -> f32 {
+    3.0 * sigma + 0.02
+}
+
 /// Pulls one-frame grain spikes back toward the compensated neighbours where those agree with
 /// each other (a static or well-compensated area), like a motion-compensated median limited to
 /// small deviations. The temporal average alone cannot: it gives outliers no weight.
 fn clip_spikes(luma: &mut Plane, a: &Plane, b: &Plane, sigma: f32, strength: f32) {
     let w = luma.width;
     let margin = sigma * (2.0 - 1.5 * strength);
-    let agree = 3.0 * sigma + 0.02;
+    let agree = neighbours_agree(sigma);
     luma.data
         .par_chunks_mut(w)
         .enumerate()

@@ -16,6 +16,7 @@
 //! rows where the scratch has a gap are left alone.
 
 use crate::frame::Plane;
+use crate::grain::neighbours_agree;
 use crate::motion::MotionField;
 use rayon::prelude::*;
 
@@ -193,7 +194,7 @@ impl ScratchRemover {
         }
         let (w, h) = (luma.width, luma.height);
         let flank_limit = FLANK_AGREE_SIGMAS * sigma + FLANK_AGREE_FLOOR;
-        let agree = 3.0 * sigma + 0.02;
+        let agree = neighbours_agree(sigma);
         let mut taken = 0;
         for &(x0, x1) in &self.runs {
             let (lo, hi) = (x0.saturating_sub(ROW_SEARCH), (x1 + ROW_SEARCH).min(w - 1));
@@ -522,10 +523,11 @@ mod tests {
         let frames: Vec<Plane> = (0..5).map(|f| scratched(&panned(f), column, 0.95)).collect();
         let mut remover = ScratchRemover::new();
         let params = ScratchParams::default();
-        for f in 0..4 {
-            remover.process(&params, &mut frames[f].clone(), f == 0);
+        // Frames 0-2 let the tracker see the scratch; frame 3 is the one refilled, between
+        // frames 2 and 4, each compensated onto it.
+        for (f, frame) in frames.iter().take(3).enumerate() {
+            remover.process(&params, &mut frame.clone(), f == 0);
         }
-        // Frame 3 between frames 2 and 4, each compensated onto it.
         let centre = &frames[3];
         let mut pc = Pyramid::default();
         pc.build(centre);
