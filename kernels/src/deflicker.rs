@@ -4,9 +4,10 @@
 //! are compared with a target: a local-linear fit of the same quantiles over the neighbouring
 //! frames of the shot (past frames remembered here, future frames from the window). A local
 //! linear fit rather than a plain mean keeps real fades and lighting ramps, which flicker
-//! removal must not flatten, and works with the window's short future side. The correction is
-//! a gain and offset fitted to the quantile pairs, clamped so that a badly exposed frame is
-//! helped but never inverted.
+//! removal must not flatten, and works with the window's short future side; its slope is shrunk
+//! by its standard error, so the chance slopes of flicker itself do not move the target. The
+//! correction is a gain and offset fitted to the quantile pairs, clamped so that a badly exposed
+//! frame is helped but never inverted.
 
 use crate::frame::Plane;
 use crate::motion::{MotionField, Pyramid};
