@@ -57,16 +57,24 @@ impl ToneCorrection {
         if *self == Self::IDENTITY {
             return;
         }
-        let (g, o) = (self.gain, self.offset);
-        for v in luma.data.iter_mut() {
-            *v = (*v * g + o).clamp(0.0, 1.0);
-        }
+        let w = luma.width.max(1);
+        let tone = *self;
+        luma.data.par_chunks_mut(w).for_each(|row| tone_row(row, tone));
     }
 
     /// Applies the correction to one value (for neighbours that stages compare against).
     #[inline]
     pub fn map(&self, v: f32) -> f32 {
         v * self.gain + self.offset
+    }
+}
+
+crate::simd::avx2_twin! {
+    /// [`ToneCorrection::apply`] on one row.
+    fn tone_row(row: &mut [f32], tone: ToneCorrection) {
+        for v in row.iter_mut() {
+            *v = (*v * tone.gain + tone.offset).clamp(0.0, 1.0);
+        }
     }
 }
 
@@ -388,13 +396,25 @@ impl GainField {
 
     /// Multiplies `plane` by the gain, clamped to `[0, 1]`.
     pub fn apply(&self, plane: &mut Plane) {
+        self.apply_then(ToneCorrection::IDENTITY, plane);
+    }
+
+    /// Applies the field, then `tone`, in one pass over the plane (the same values as
+    /// [`Self::apply`] followed by [`ToneCorrection::apply`]).
+    pub fn apply_then(&self, tone: ToneCorrection, plane: &mut Plane) {
         if self.is_flat() {
+            tone.apply(plane);
             return;
         }
         let (w, h) = (plane.width, plane.height);
         let (sx, sy) = (unit_scale(w), unit_scale(h));
         plane.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            apply_row(row, self.row(y as f32 * sy - 1.0), sx);
+            let poly = self.row(y as f32 * sy - 1.0);
+            if tone == ToneCorrection::IDENTITY {
+                apply_row(row, poly, sx);
+            } else {
+                apply_row_then(row, poly, sx, tone);
+            }
         });
     }
 }
@@ -407,6 +427,18 @@ crate::simd::avx2_twin! {
             // Through i32: a usize-to-f32 conversion has no vector instruction, an i32 one does.
             let nx = x as i32 as f32 * sx - 1.0;
             *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
+        }
+    }
+}
+
+crate::simd::avx2_twin! {
+    /// [`apply_row`], then `tone` on each value.
+    fn apply_row_then(row: &mut [f32], poly: [f32; 3], sx: f32, tone: ToneCorrection) {
+        let [a, b, c] = poly;
+        for (x, v) in row.iter_mut().enumerate() {
+            let nx = x as i32 as f32 * sx - 1.0;
+            let lit = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
+            *v = (lit * tone.gain + tone.offset).clamp(0.0, 1.0);
         }
     }
 }
@@ -810,5 +842,28 @@ mod tests {
         assert!(fade < 0.0095, "fade: {fade}");
         let fast = fade_under_flicker_error(0.01);
         assert!(fast < 0.0075, "fast fade: {fast}");
+    }
+
+    #[test]
+    fn one_pass_equals_field_then_tone() {
+        let mut plane = Plane::new(37, 21);
+        for (i, v) in plane.data.iter_mut().enumerate() {
+            *v = (i * 7919 % 1000) as f32 / 999.0;
+        }
+        let field = GainField {
+            coeffs: [0.05, -0.03, 0.02, 0.01, -0.02],
+        };
+        let tone = ToneCorrection {
+            gain: 1.1,
+            offset: -0.03,
+        };
+        for field in [field, GainField::FLAT] {
+            let (mut two, mut one) = (plane.clone(), plane.clone());
+            field.apply(&mut two);
+            tone.apply(&mut two);
+            field.apply_then(tone, &mut one);
+            assert_eq!(one, two);
+            assert_ne!(one, plane);
+        }
     }
 }

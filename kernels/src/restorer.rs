@@ -275,8 +275,10 @@ impl<T> Restorer<T> {
             self.cleaner.run(&params.clean, &self.window, target, &mut times);
             blotch_pixels = self.cleaner.blotch_pixels;
             let start = Instant::now();
-            self.cleaner.regional_correction.apply(&mut target.luma);
-            correction.apply(&mut target.luma);
+            // Both corrections in one pass over the frame.
+            self.cleaner
+                .regional_correction
+                .apply_then(correction, &mut target.luma);
             times.add(Stage::Deflicker, start);
             let start = Instant::now();
             self.cleaner.apply_shift(target);
