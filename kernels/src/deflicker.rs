@@ -215,13 +215,14 @@ impl LocalLinear {
     }
 }
 
-/// The global target's slope shrinkage `k`. 1 is the textbook estimate of the best shrinkage of one value;
-/// 2 also damps the frame-to-frame wobble of the slope itself. On the quality subset (4 grey
-/// cases) against no shrinkage: PSNR-Y +0.89 dB, flicker against the reference 1.46 -> 1.10,
-/// blotch and scratch error down; 1 gave +0.56 dB and 4 lagged a slow fade under flicker by
-/// 40 % more than no shrinkage (`a_fade_under_flicker_is_followed`). The regional field's
-/// target keeps its slope whole: its history is chained frame to frame, so its errors walk,
-/// and a target that lags a walk is worse than a noisy one (its unit test lost a fifth).
+/// The global target's slope shrinkage `k`. 1 is the textbook estimate of the best shrinkage
+/// of one value; 2 also damps the frame-to-frame wobble of the slope itself. On the quality
+/// subset (4 grey cases) against no shrinkage: PSNR-Y +0.89 dB, flicker against the reference
+/// 1.46 -> 1.10, blotch and scratch error down; 1 gave +0.56 dB (with the regional field shrunk
+/// too), and 4 lagged a slow fade under flicker by 40 % more than no shrinkage
+/// (`a_fade_under_flicker_is_followed`). The regional field's target keeps its slope whole: its
+/// history is chained frame to frame, so its errors walk, and a target that lags a walk is
+/// worse than a noisy one (its unit test lost a fifth).
 const SLOPE_SHRINK: f64 = 2.0;
 
 /// Whether the 30-70 % quantiles are (nearly) the same level.
