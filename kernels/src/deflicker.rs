@@ -185,7 +185,7 @@ impl LocalLinear {
     }
 
     /// The line's value at t = 0, its slope shrunk by `shrink` (see [`Self::kept_slope`]; 0
-    /// keeps it whole).
+    /// keeps it whole: the factor is then exactly 1).
     fn value_at_zero(&self, shrink: f64) -> f32 {
         let sxx = self.s2 - self.s1 * self.s1 / self.s0;
         // Too few frames to fit a slope (start of a shot): fall back to the weighted mean.
@@ -194,11 +194,7 @@ impl LocalLinear {
         }
         let sxy = self.t1 - self.s1 * self.t0 / self.s0;
         let slope = sxy / sxx;
-        let kept = if shrink > 0.0 {
-            self.kept_slope(slope, sxx, sxy, shrink)
-        } else {
-            1.0
-        };
+        let kept = self.kept_slope(slope, sxx, sxy, shrink);
         (self.t0 / self.s0 - kept * slope * self.s1 / self.s0) as f32
     }
 
@@ -410,33 +406,18 @@ impl GainField {
         let (w, h) = (plane.width, plane.height);
         let (sx, sy) = (unit_scale(w), unit_scale(h));
         plane.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            let poly = self.row(y as f32 * sy - 1.0);
-            if tone == ToneCorrection::IDENTITY {
-                apply_row(row, poly, sx);
-            } else {
-                apply_row_then(row, poly, sx, tone);
-            }
+            apply_row(row, self.row(y as f32 * sy - 1.0), sx, tone);
         });
     }
 }
 
 crate::simd::avx2_twin! {
-    /// Multiplies a row by the gain whose log is `a + b nx + c nx²` (nx = x · sx − 1).
-    fn apply_row(row: &mut [f32], poly: [f32; 3], sx: f32) {
+    /// Multiplies a row by the gain whose log is `a + b nx + c nx²` (nx = x · sx − 1), clamped,
+    /// then applies `tone` (the identity leaves the lit values as they are).
+    fn apply_row(row: &mut [f32], poly: [f32; 3], sx: f32, tone: ToneCorrection) {
         let [a, b, c] = poly;
         for (x, v) in row.iter_mut().enumerate() {
             // Through i32: a usize-to-f32 conversion has no vector instruction, an i32 one does.
-            let nx = x as i32 as f32 * sx - 1.0;
-            *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
-        }
-    }
-}
-
-crate::simd::avx2_twin! {
-    /// [`apply_row`], then `tone` on each value.
-    fn apply_row_then(row: &mut [f32], poly: [f32; 3], sx: f32, tone: ToneCorrection) {
-        let [a, b, c] = poly;
-        for (x, v) in row.iter_mut().enumerate() {
             let nx = x as i32 as f32 * sx - 1.0;
             let lit = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
             *v = (lit * tone.gain + tone.offset).clamp(0.0, 1.0);
