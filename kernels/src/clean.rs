@@ -144,7 +144,10 @@ impl Cleaner {
             let [a, b] = neighbour_views(&self.fields, &self.compensated, &self.tones, pair);
             let sigma = noise_sigma(&centre.frame.luma, a.compensated, b.compensated);
             if let Some(p) = &params.blotches {
-                self.blotch_pixels = self.blotches.process(p, &centre.frame.luma, &a, &b, &mut out.luma);
+                // `out` holds the centre already (copied above).
+                self.blotch_pixels = self
+                    .blotches
+                    .process_copy(p, &centre.frame.luma, &a, &b, sigma, &mut out.luma);
                 fill_chroma(out, pair, &self.fields, self.blotches.last_mask());
             }
             times.add(Stage::Blotches, start);
@@ -295,7 +298,7 @@ fn field_to<T>(
     let n = window.neighbour(offset).expect("a chosen neighbour");
     let rough = fit_gain_offset(&n.stats.quantiles, &centre.stats.quantiles);
     match centre.frame.motion.towards(offset) {
-        Some(known) => field.clone_from(known),
+        Some(known) => field.copy_vectors_from(known),
         None => estimate(&centre.frame.pyramid, &n.frame.pyramid, rough, field),
     }
     fitted_tone(&centre.frame.luma, &n.frame.luma, field, rough, pairs)

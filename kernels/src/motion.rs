@@ -29,6 +29,8 @@ const TOP_SEARCH: i32 = 4;
 /// Per-pixel difference above which mismatch stops counting (robust to blotches): 0.12 of
 /// full scale, in 8-bit levels.
 const TRUNCATE: u8 = 31;
+/// The small diamond's points around its centre, in the order they are tried.
+const DIAMOND: [(i32, i32); 4] = [(-1, 0), (1, 0), (0, -1), (0, 1)];
 /// Smallest side of a pyramid level worth searching on.
 const MIN_LEVEL_SIDE: usize = 24;
 
@@ -54,13 +56,6 @@ impl BytePlane {
     #[inline]
     pub fn row(&self, y: usize) -> &[u8] {
         &self.data[y * self.width..(y + 1) * self.width]
-    }
-
-    #[inline]
-    fn get_clamped(&self, x: isize, y: isize) -> u8 {
-        let x = x.clamp(0, self.width as isize - 1) as usize;
-        let y = y.clamp(0, self.height as isize - 1) as usize;
-        self.data[y * self.width + x]
     }
 
     /// `src` in 8 bits, rounded.
@@ -212,6 +207,15 @@ impl MotionField {
         self.cost[by * self.blocks_x + bx]
     }
 
+    /// Takes `other`'s vectors and costs, leaving out its search buffers (the mapped
+    /// neighbour levels alone are over a megabyte at 720p, which a whole `clone_from` copied).
+    pub fn copy_vectors_from(&mut self, other: &MotionField) {
+        self.blocks_x = other.blocks_x;
+        self.blocks_y = other.blocks_y;
+        self.vectors.clone_from(&other.vectors);
+        self.cost.clone_from(&other.cost);
+    }
+
     fn resize(&mut self, bx: usize, by: usize) {
         self.blocks_x = bx;
         self.blocks_y = by;
@@ -278,7 +282,7 @@ pub fn estimate(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, fie
                 ];
                 let (x0, y0) = (col * BLOCK, row * BLOCK);
                 let start = search.best_of(x0, y0, parent_at(pc, pr), &others);
-                search.refine_steps(x0, y0, start, 3)
+                search.refine_from(x0, y0, start, 3)
             }
         });
         field.scratch = predictors;
@@ -471,39 +475,29 @@ impl<'a> Search<'a> {
         (v, cost)
     }
 
-    /// [`Self::refine`] with at most `steps` steps (at most three: the tried-vector grid spans
-    /// three steps), also returning the zero vector's cost. A vector already tried is not
-    /// costed again: it lost against a best that has only fallen since.
+    /// [`Self::refine`] with at most `steps` steps, also returning the zero vector's cost.
     fn refine_steps(&self, x0: usize, y0: usize, predictor: (i32, i32), steps: usize) -> ((i32, i32), u32, u32) {
-        let mut best = (predictor, self.cost(x0, y0, predictor));
-        let zero_tried = predictor != (0, 0);
+        self.refine_from(x0, y0, (predictor, self.cost(x0, y0, predictor)), steps)
+    }
+
+    /// [`Self::refine_steps`] from a predictor whose cost is known. Each step costs the four
+    /// diamond points together ([`Self::diamond`]), those already tried included: a vector
+    /// tried before lost against a best that has only fallen since, so with ties keeping the
+    /// earlier it cannot win again, and the answer is that of costing only the new ones.
+    fn refine_from(&self, x0: usize, y0: usize, predictor: ((i32, i32), u32), steps: usize) -> ((i32, i32), u32, u32) {
+        let mut best = predictor;
         let mut zero = best.1;
-        if zero_tried {
+        if predictor.0 != (0, 0) {
             zero = self.cost(x0, y0, (0, 0));
             if zero < best.1 {
                 best = ((0, 0), zero);
             }
         }
-        // The descent stays within three steps of where it starts: what it has tried fits a
-        // 7x7 bit grid around that point (the predictor and zero are checked apart).
-        let start = best.0;
-        let cell = |v: (i32, i32)| {
-            let (dx, dy) = (v.0 - start.0 + 3, v.1 - start.1 + 3);
-            ((0..7).contains(&dx) && (0..7).contains(&dy)).then(|| 1u64 << (dy * 7 + dx))
-        };
-        let mut grid = cell(start).unwrap_or(0);
-        for _ in 0..steps.min(3) {
+        for _ in 0..steps {
             let centre = best.0;
-            for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
-                let v = (centre.0 + dx, centre.1 + dy);
-                let bit = cell(v).unwrap_or(0);
-                if v == predictor || (zero_tried && v == (0, 0)) || grid & bit != 0 {
-                    continue;
-                }
-                grid |= bit;
-                let cost = self.cost(x0, y0, v);
+            for (v, cost) in DIAMOND.iter().zip(self.diamond(x0, y0, centre)) {
                 if cost < best.1 {
-                    best = (v, cost);
+                    best = ((centre.0 + v.0, centre.1 + v.1), cost);
                 }
             }
             if best.0 == centre {
@@ -513,18 +507,39 @@ impl<'a> Search<'a> {
         (best.0, best.1, zero)
     }
 
-    /// The cheapest of `first` and the `others` given (a tie keeps the earlier).
-    fn best_of(&self, x0: usize, y0: usize, first: (i32, i32), others: &[Option<(i32, i32)>]) -> (i32, i32) {
+    /// The costs of the four [`DIAMOND`] points around `centre`.
+    #[inline]
+    fn diamond(&self, x0: usize, y0: usize, centre: (i32, i32)) -> [u32; 4] {
+        let (c, n) = (self.c, self.n);
+        let whole = x0 + BLOCK <= c.width && y0 + BLOCK <= c.height;
+        let (sx, sy) = (x0 as isize + centre.0 as isize, y0 as isize + centre.1 as isize);
+        // Every point's block lies inside the neighbour: one pixel of margin all round.
+        let inside = sx >= 1 && sy >= 1 && sx as usize + BLOCK < n.width && sy as usize + BLOCK < n.height;
+        if whole && inside {
+            let c_at = y0 * c.width + x0;
+            let n_at = sy as usize * n.width + sx as usize;
+            sad_diamond(&c.data, c.width, c_at, &n.data, n.width, n_at, self.row_step)
+        } else {
+            DIAMOND.map(|v| self.cost(x0, y0, (centre.0 + v.0, centre.1 + v.1)))
+        }
+    }
+
+    /// The cheapest of `first` and the `others` given (a tie keeps the earlier), with its cost.
+    /// A vector equal to one already costed is not costed again.
+    fn best_of(&self, x0: usize, y0: usize, first: (i32, i32), others: &[Option<(i32, i32)>; 3]) -> ((i32, i32), u32) {
         let mut best = (first, self.cost(x0, y0, first));
-        for &v in others.iter().flatten() {
-            if v != best.0 {
+        let mut tried = [first; 4];
+        for (i, &v) in others.iter().enumerate() {
+            let Some(v) = v else { continue };
+            if !tried[..=i].contains(&v) {
+                tried[i + 1] = v;
                 let cost = self.cost(x0, y0, v);
                 if cost < best.1 {
                     best = (v, cost);
                 }
             }
         }
-        best.0
+        best
     }
 
     /// Summed truncated absolute difference between the centre block at (x0, y0) and the
@@ -546,13 +561,19 @@ impl<'a> Search<'a> {
 
     fn cost_clamped(&self, x0: usize, y0: usize, v: (i32, i32)) -> u32 {
         let (c, n) = (self.c, self.n);
-        let (x1, y1) = ((x0 + BLOCK).min(c.width), (y0 + BLOCK).min(c.height));
+        let (cols, y1) = (BLOCK.min(c.width - x0), (y0 + BLOCK).min(c.height));
         let step = if y1 - y0 == BLOCK { self.row_step } else { 1 };
+        // The neighbour's columns for this block, clamped once rather than per pixel.
+        let mut xs = [0usize; BLOCK];
+        for (i, x) in xs.iter_mut().enumerate().take(cols) {
+            *x = (x0 as isize + i as isize + v.0 as isize).clamp(0, n.width as isize - 1) as usize;
+        }
         let mut sum = 0;
         for y in (y0..y1).step_by(step) {
-            for x in x0..x1 {
-                let nv = n.get_clamped(x as isize + v.0 as isize, y as isize + v.1 as isize);
-                sum += c.data[y * c.width + x].abs_diff(nv).min(TRUNCATE) as u32;
+            let ny = (y as isize + v.1 as isize).clamp(0, n.height as isize - 1) as usize;
+            let (crow, nrow) = (&c.row(y)[x0..x0 + cols], n.row(ny));
+            for (&cv, &x) in crow.iter().zip(&xs) {
+                sum += cv.abs_diff(nrow[x]).min(TRUNCATE) as u32;
             }
         }
         sum
@@ -618,19 +639,82 @@ unsafe fn sad_block_sse2(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, 
     (_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_srli_si128(acc, 8))) as u32
 }
 
+/// The truncated SADs of the 8x8 block at `c_at` against the four [`DIAMOND`] points around
+/// `n_at`, whose blocks must all lie inside `n`: [`sad_block`] four times, the centre block
+/// read once and the four sums accumulated side by side.
+#[inline]
+fn sad_diamond(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usize, row_step: usize) -> [u32; 4] {
+    let ats = DIAMOND.map(|(dx, dy)| (n_at as isize + dy as isize * nw as isize + dx as isize) as usize);
+    // The loads below read 8 bytes at the start of each block row: check the extreme ones
+    // (the block above starts lowest, the one below ends highest).
+    assert!(c_at + (BLOCK - 1) * cw + BLOCK <= c.len() && ats[2] < ats[3]);
+    assert!(ats[3] + (BLOCK - 1) * nw + BLOCK <= n.len() && ats.iter().all(|&a| a >= ats[2]));
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of x86_64; every load is inside the slices (asserted above).
+        unsafe { sad_diamond_sse2(c, cw, c_at, n, nw, ats, row_step) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        ats.map(|at| sad_block_scalar(c, cw, c_at, n, nw, at, row_step))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn sad_diamond_sse2(
+    c: &[u8],
+    cw: usize,
+    c_at: usize,
+    n: &[u8],
+    nw: usize,
+    ats: [usize; 4],
+    row_step: usize,
+) -> [u32; 4] {
+    use std::arch::x86_64::*;
+    let truncate = _mm_set1_epi8(TRUNCATE as i8);
+    let zero = _mm_setzero_si128();
+    let mut acc = [_mm_setzero_si128(); 4];
+    let (cp, np) = (c.as_ptr(), n.as_ptr());
+    let load_pair = |p: *const u8, at: usize, w: usize, r: usize| {
+        let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
+        let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
+        _mm_unpacklo_epi64(first, second)
+    };
+    let mut r = 0;
+    while r < BLOCK {
+        let a = load_pair(cp, c_at, cw, r);
+        for (acc, &at) in acc.iter_mut().zip(&ats) {
+            let b = load_pair(np, at, nw, r);
+            let diff = _mm_or_si128(_mm_subs_epu8(a, b), _mm_subs_epu8(b, a));
+            *acc = _mm_add_epi64(*acc, _mm_sad_epu8(_mm_min_epu8(diff, truncate), zero));
+        }
+        r += 2 * row_step;
+    }
+    acc.map(|acc| (_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_srli_si128(acc, 8))) as u32)
+}
+
 /// Writes the neighbour, moved onto the centre by `field` and brightness-mapped by `tone`.
 ///
 /// Block by block (eight rows of one block, then the next block), so each block's source rows
 /// are read together: going row by row across blocks whose vectors differ jumps between
 /// source rows at every block, which measured four times slower on grainy footage.
 pub fn compensate(neighbour: &Plane, field: &MotionField, tone: ToneCorrection, out: &mut Plane) {
-    let (w, h) = (out.width, out.height);
+    let w = out.width;
     out.data.par_chunks_mut(w * BLOCK).enumerate().for_each(|(by, band)| {
-        let y0 = by * BLOCK;
-        let rows = band.len() / w;
         let vectors = &field.vectors[by.min(field.blocks_y - 1) * field.blocks_x..][..field.blocks_x];
+        compensate_band(neighbour, vectors, tone, by * BLOCK, band);
+    });
+}
+
+avx2_twin! {
+    /// [`compensate`] of the block row starting at row `y0` (`band`, whole rows), with that
+    /// block row's `vectors`.
+    fn compensate_band(neighbour: &Plane, vectors: &[(i32, i32)], tone: ToneCorrection, y0: usize, band: &mut [f32]) {
+        let (w, h) = (neighbour.width, neighbour.height);
+        let rows = band.len() / w;
         for x0 in (0..w).step_by(BLOCK) {
-            let v = vectors[(x0 / BLOCK).min(field.blocks_x - 1)];
+            let v = vectors[(x0 / BLOCK).min(vectors.len() - 1)];
             let (sx, sy) = (x0 as isize + v.0 as isize, y0 as isize + v.1 as isize);
             let whole = x0 + BLOCK <= w && sx >= 0 && sy >= 0 && sx as usize + BLOCK <= w && sy as usize + rows <= h;
             for r in 0..rows {
@@ -647,7 +731,7 @@ pub fn compensate(neighbour: &Plane, field: &MotionField, tone: ToneCorrection, 
                 }
             }
         }
-    });
+    }
 }
 
 /// A block row of the neighbour from (sx, sy) on, read with clamping.
@@ -791,6 +875,55 @@ mod tests {
             }
         }
         assert_eq!(compared, 8);
+    }
+
+    #[test]
+    fn the_diamond_and_border_costs_equal_the_pixel_by_pixel_sum() {
+        // Every block of a small plane, vectors reaching past every border, both row steps:
+        // the four-at-once diamond and the clamped border cost against the sum written out.
+        let (w, h) = (43, 35);
+        let (c, n) = (noisy_bytes(w, h, (0, 0), 5), noisy_bytes(w, h, (1, 2), 13));
+        let plain = |s: &Search, x0: usize, y0: usize, v: (i32, i32)| -> u32 {
+            let (x1, y1) = ((x0 + BLOCK).min(w), (y0 + BLOCK).min(h));
+            let step = if y1 - y0 == BLOCK { s.row_step } else { 1 };
+            let mut sum = 0;
+            for y in (y0..y1).step_by(step) {
+                for x in x0..x1 {
+                    let nx = (x as i32 + v.0).clamp(0, w as i32 - 1) as usize;
+                    let ny = (y as i32 + v.1).clamp(0, h as i32 - 1) as usize;
+                    sum += c.data[y * w + x].abs_diff(n.data[ny * w + nx]).min(TRUNCATE) as u32;
+                }
+            }
+            sum
+        };
+        let mut fast_diamonds = 0;
+        for row_step in [1, 2] {
+            let s = Search { c: &c, n: &n, row_step };
+            for y0 in (0..h).step_by(BLOCK) {
+                for x0 in (0..w).step_by(BLOCK) {
+                    for centre in [(0, 0), (-3, 2), (5, -6), (-40, 0), (2, 30), (1, 1)] {
+                        let want = DIAMOND.map(|d| plain(&s, x0, y0, (centre.0 + d.0, centre.1 + d.1)));
+                        assert_eq!(
+                            s.diamond(x0, y0, centre),
+                            want,
+                            "block {x0},{y0} round {centre:?}, step {row_step}"
+                        );
+                        assert_eq!(s.cost(x0, y0, centre), plain(&s, x0, y0, centre));
+                        let (sx, sy) = (x0 as i32 + centre.0, y0 as i32 + centre.1);
+                        fast_diamonds += (x0 + BLOCK <= w
+                            && y0 + BLOCK <= h
+                            && sx >= 1
+                            && sy >= 1
+                            && sx as usize + BLOCK < w
+                            && sy as usize + BLOCK < h) as usize;
+                    }
+                }
+            }
+        }
+        assert!(
+            fast_diamonds > 20,
+            "only {fast_diamonds} diamonds took the four-at-once path"
+        );
     }
 
     #[test]
