@@ -568,6 +568,19 @@ impl<'a> Search<'a> {
         for (i, x) in xs.iter_mut().enumerate().take(cols) {
             *x = (x0 as isize + i as isize + v.0 as isize).clamp(0, n.width as isize - 1) as usize;
         }
+        if cols == BLOCK && y1 - y0 == BLOCK {
+            // A whole block: gather the clamped neighbour block, then the vector SAD on it
+            // (the same pixel pairs, so the same sum).
+            let mut block = [0u8; BLOCK * BLOCK];
+            for (r, dst) in block.chunks_exact_mut(BLOCK).enumerate().step_by(step) {
+                let ny = ((y0 + r) as isize + v.1 as isize).clamp(0, n.height as isize - 1) as usize;
+                let nrow = n.row(ny);
+                for (d, &x) in dst.iter_mut().zip(&xs) {
+                    *d = nrow[x];
+                }
+            }
+            return sad_block(&c.data, c.width, y0 * c.width + x0, &block, BLOCK, 0, step);
+        }
         let mut sum = 0;
         for y in (y0..y1).step_by(step) {
             let ny = (y as isize + v.1 as isize).clamp(0, n.height as isize - 1) as usize;
@@ -651,6 +664,11 @@ fn sad_diamond(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usiz
     assert!(ats[3] + (BLOCK - 1) * nw + BLOCK <= n.len() && ats.iter().all(|&a| a >= ats[2]));
     #[cfg(target_arch = "x86_64")]
     {
+        if crate::simd::avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time); every load is inside the
+            // slices (asserted above).
+            return unsafe { sad_diamond_avx2(c, cw, c_at, n, nw, ats, row_step) };
+        }
         // SAFETY: SSE2 is part of x86_64; every load is inside the slices (asserted above).
         unsafe { sad_diamond_sse2(c, cw, c_at, n, nw, ats, row_step) }
     }
@@ -692,6 +710,50 @@ unsafe fn sad_diamond_sse2(
         r += 2 * row_step;
     }
     acc.map(|acc| (_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_srli_si128(acc, 8))) as u32)
+}
+
+/// [`sad_diamond_sse2`] two points to a 256-bit register: the same byte differences and sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sad_diamond_avx2(
+    c: &[u8],
+    cw: usize,
+    c_at: usize,
+    n: &[u8],
+    nw: usize,
+    ats: [usize; 4],
+    row_step: usize,
+) -> [u32; 4] {
+    use std::arch::x86_64::*;
+    let truncate = _mm256_set1_epi8(TRUNCATE as i8);
+    let zero = _mm256_setzero_si256();
+    let mut acc = [_mm256_setzero_si256(); 2];
+    let (cp, np) = (c.as_ptr(), n.as_ptr());
+    let load_pair = |p: *const u8, at: usize, w: usize, r: usize| {
+        let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
+        let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
+        _mm_unpacklo_epi64(first, second)
+    };
+    let mut r = 0;
+    while r < BLOCK {
+        let a = _mm256_broadcastsi128_si256(load_pair(cp, c_at, cw, r));
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let b = _mm256_set_m128i(load_pair(np, ats[2 * k + 1], nw, r), load_pair(np, ats[2 * k], nw, r));
+            let diff = _mm256_or_si256(_mm256_subs_epu8(a, b), _mm256_subs_epu8(b, a));
+            *acc = _mm256_add_epi64(*acc, _mm256_sad_epu8(_mm256_min_epu8(diff, truncate), zero));
+        }
+        r += 2 * row_step;
+    }
+    let mut lanes = [[0u64; 4]; 2];
+    for (lane, acc) in lanes.iter_mut().zip(acc) {
+        _mm256_storeu_si256(lane.as_mut_ptr() as *mut __m256i, acc);
+    }
+    [
+        (lanes[0][0] + lanes[0][1]) as u32,
+        (lanes[0][2] + lanes[0][3]) as u32,
+        (lanes[1][0] + lanes[1][1]) as u32,
+        (lanes[1][2] + lanes[1][3]) as u32,
+    ]
 }
 
 /// Writes the neighbour, moved onto the centre by `field` and brightness-mapped by `tone`.
@@ -910,12 +972,27 @@ mod tests {
                         );
                         assert_eq!(s.cost(x0, y0, centre), plain(&s, x0, y0, centre));
                         let (sx, sy) = (x0 as i32 + centre.0, y0 as i32 + centre.1);
-                        fast_diamonds += (x0 + BLOCK <= w
+                        let fast = x0 + BLOCK <= w
                             && y0 + BLOCK <= h
                             && sx >= 1
                             && sy >= 1
                             && sx as usize + BLOCK < w
-                            && sy as usize + BLOCK < h) as usize;
+                            && sy as usize + BLOCK < h;
+                        #[cfg(target_arch = "x86_64")]
+                        if fast {
+                            // Both vector forms, whichever the machine picks above.
+                            let ats = DIAMOND.map(|d| (sy + d.1) as usize * w + (sx + d.0) as usize);
+                            let c_at = y0 * w + x0;
+                            // SAFETY: the blocks are inside (`fast`); SSE2 is part of x86_64.
+                            let sse2 = unsafe { sad_diamond_sse2(&c.data, w, c_at, &n.data, w, ats, row_step) };
+                            assert_eq!(sse2, want);
+                            if crate::simd::avx2() {
+                                // SAFETY: as above, and the CPU has AVX2.
+                                let avx2 = unsafe { sad_diamond_avx2(&c.data, w, c_at, &n.data, w, ats, row_step) };
+                                assert_eq!(avx2, want);
+                            }
+                        }
+                        fast_diamonds += fast as usize;
                     }
                 }
             }
