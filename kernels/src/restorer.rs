@@ -190,8 +190,10 @@ impl<T> Restorer<T> {
     pub fn push(&mut self, mut frame: Box<WorkFrame>, tag: T, discontinuity: bool, params: &RestoreParams) {
         let start = Instant::now();
         let WorkFrame { luma, pyramid, .. } = &mut *frame;
-        pyramid.build(luma);
-        let stats = FrameStats::compute(&frame.luma);
+        // Independent reads of the frame: the statistics (one thread, a subsample) while the
+        // pyramid's parallel passes take the other cores.
+        let luma = &*luma;
+        let ((), stats) = rayon::join(|| pyramid.build(luma), || FrameStats::compute(luma));
         // Compared with the previous frame pushed, which may already have left a short window.
         let score = self
             .last_stats
