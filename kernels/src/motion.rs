@@ -598,17 +598,57 @@ impl<'a> Search<'a> {
 /// their planes.
 #[inline]
 fn sad_block(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usize, row_step: usize) -> u32 {
-    // The unsafe loads below read 8 bytes at the start of each block row: check the last one.
-    assert!(c_at + (BLOCK - 1) * cw + BLOCK <= c.len() && n_at + (BLOCK - 1) * nw + BLOCK <= n.len());
+    let [sum] = sad_blocks(c, cw, c_at, n, nw, [n_at], row_step);
+    sum
+}
+
+/// The truncated SADs of the 8x8 block at `c_at` against the four [`DIAMOND`] points around
+/// `n_at`, whose blocks must all lie inside `n`: [`sad_block`] four times, the centre block
+/// read once and the four sums accumulated side by side (two to a register with AVX2).
+#[inline]
+fn sad_diamond(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usize, row_step: usize) -> [u32; 4] {
+    let ats = DIAMOND.map(|(dx, dy)| (n_at as isize + dy as isize * nw as isize + dx as isize) as usize);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        assert_blocks_inside(c, cw, c_at, n, nw, &ats);
+        // SAFETY: the CPU has AVX2 (checked at run time); every load is inside the slices
+        // (asserted above).
+        return unsafe { sad_diamond_avx2(c, cw, c_at, n, nw, ats, row_step) };
+    }
+    sad_blocks(c, cw, c_at, n, nw, ats, row_step)
+}
+
+/// [`sad_block`] of the centre block against each of the neighbour blocks at `ats`.
+#[inline]
+fn sad_blocks<const N: usize>(
+    c: &[u8],
+    cw: usize,
+    c_at: usize,
+    n: &[u8],
+    nw: usize,
+    ats: [usize; N],
+    row_step: usize,
+) -> [u32; N] {
+    assert_blocks_inside(c, cw, c_at, n, nw, &ats);
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: SSE2 is part of x86_64; every load is inside the slices (asserted above).
-        unsafe { sad_block_sse2(c, cw, c_at, n, nw, n_at, row_step) }
+        unsafe { sad_blocks_sse2(c, cw, c_at, n, nw, ats, row_step) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        sad_block_scalar(c, cw, c_at, n, nw, n_at, row_step)
+        ats.map(|at| sad_block_scalar(c, cw, c_at, n, nw, at, row_step))
     }
+}
+
+/// The unsafe loads read 8 bytes at the start of each block row: checks that the last row of
+/// the centre block and of every neighbour block ends inside its plane (an offset computed
+/// below zero wraps to a huge one, so this bounds both ends).
+#[inline]
+fn assert_blocks_inside(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, ats: &[usize]) {
+    let last_row = |at: usize, w: usize| at.checked_add((BLOCK - 1) * w + BLOCK);
+    assert!(last_row(c_at, cw).is_some_and(|end| end <= c.len()));
+    assert!(ats.iter().all(|&at| last_row(at, nw).is_some_and(|end| end <= n.len())));
 }
 
 /// The portable form of [`sad_block`], and its twin in the tests.
@@ -626,84 +666,41 @@ fn sad_block_scalar(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at:
         .sum()
 }
 
-/// Two block rows per 16-byte register: |a - b| as the OR of both saturating differences,
-/// truncated by an unsigned minimum, summed by `psadbw`.
+/// Block rows `r` and `r + row_step` of the block at `at` (row length `w`) in one 16-byte
+/// register. The caller guarantees both rows' 8 bytes lie inside the plane behind `p`.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-unsafe fn sad_block_sse2(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usize, row_step: usize) -> u32 {
+#[inline(always)]
+unsafe fn load_row_pair(p: *const u8, at: usize, w: usize, r: usize, row_step: usize) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::*;
-    let truncate = _mm_set1_epi8(TRUNCATE as i8);
-    let zero = _mm_setzero_si128();
-    let mut acc = _mm_setzero_si128();
-    let (cp, np) = (c.as_ptr(), n.as_ptr());
-    let load_pair = |p: *const u8, at: usize, w: usize, r: usize| {
-        let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
-        let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
-        _mm_unpacklo_epi64(first, second)
-    };
-    let mut r = 0;
-    while r < BLOCK {
-        let a = load_pair(cp, c_at, cw, r);
-        let b = load_pair(np, n_at, nw, r);
-        let diff = _mm_or_si128(_mm_subs_epu8(a, b), _mm_subs_epu8(b, a));
-        acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_min_epu8(diff, truncate), zero));
-        r += 2 * row_step;
-    }
-    (_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_srli_si128(acc, 8))) as u32
+    let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
+    let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
+    _mm_unpacklo_epi64(first, second)
 }
 
-/// The truncated SADs of the 8x8 block at `c_at` against the four [`DIAMOND`] points around
-/// `n_at`, whose blocks must all lie inside `n`: [`sad_block`] four times, the centre block
-/// read once and the four sums accumulated side by side.
-#[inline]
-fn sad_diamond(c: &[u8], cw: usize, c_at: usize, n: &[u8], nw: usize, n_at: usize, row_step: usize) -> [u32; 4] {
-    let ats = DIAMOND.map(|(dx, dy)| (n_at as isize + dy as isize * nw as isize + dx as isize) as usize);
-    // The loads below read 8 bytes at the start of each block row: check the extreme ones
-    // (the block above starts lowest, the one below ends highest).
-    assert!(c_at + (BLOCK - 1) * cw + BLOCK <= c.len() && ats[2] < ats[3]);
-    assert!(ats[3] + (BLOCK - 1) * nw + BLOCK <= n.len() && ats.iter().all(|&a| a >= ats[2]));
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::avx2() {
-            // SAFETY: the CPU has AVX2 (checked at run time); every load is inside the
-            // slices (asserted above).
-            return unsafe { sad_diamond_avx2(c, cw, c_at, n, nw, ats, row_step) };
-        }
-        // SAFETY: SSE2 is part of x86_64; every load is inside the slices (asserted above).
-        unsafe { sad_diamond_sse2(c, cw, c_at, n, nw, ats, row_step) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        ats.map(|at| sad_block_scalar(c, cw, c_at, n, nw, at, row_step))
-    }
-}
-
+/// Two block rows per 16-byte register: |a - b| as the OR of both saturating differences,
+/// truncated by an unsigned minimum, summed by `psadbw`; the centre's rows read once for all
+/// `N` neighbour blocks, whose sums are kept side by side.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-unsafe fn sad_diamond_sse2(
+unsafe fn sad_blocks_sse2<const N: usize>(
     c: &[u8],
     cw: usize,
     c_at: usize,
     n: &[u8],
     nw: usize,
-    ats: [usize; 4],
+    ats: [usize; N],
     row_step: usize,
-) -> [u32; 4] {
+) -> [u32; N] {
     use std::arch::x86_64::*;
     let truncate = _mm_set1_epi8(TRUNCATE as i8);
     let zero = _mm_setzero_si128();
-    let mut acc = [_mm_setzero_si128(); 4];
+    let mut acc = [_mm_setzero_si128(); N];
     let (cp, np) = (c.as_ptr(), n.as_ptr());
-    let load_pair = |p: *const u8, at: usize, w: usize, r: usize| {
-        let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
-        let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
-        _mm_unpacklo_epi64(first, second)
-    };
     let mut r = 0;
     while r < BLOCK {
-        let a = load_pair(cp, c_at, cw, r);
+        let a = load_row_pair(cp, c_at, cw, r, row_step);
         for (acc, &at) in acc.iter_mut().zip(&ats) {
-            let b = load_pair(np, at, nw, r);
+            let b = load_row_pair(np, at, nw, r, row_step);
             let diff = _mm_or_si128(_mm_subs_epu8(a, b), _mm_subs_epu8(b, a));
             *acc = _mm_add_epi64(*acc, _mm_sad_epu8(_mm_min_epu8(diff, truncate), zero));
         }
@@ -712,7 +709,8 @@ unsafe fn sad_diamond_sse2(
     acc.map(|acc| (_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_srli_si128(acc, 8))) as u32)
 }
 
-/// [`sad_diamond_sse2`] two points to a 256-bit register: the same byte differences and sums.
+/// [`sad_blocks_sse2`] for the four diamond points, two points to a 256-bit register: the
+/// same byte differences and sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn sad_diamond_avx2(
@@ -729,16 +727,14 @@ unsafe fn sad_diamond_avx2(
     let zero = _mm256_setzero_si256();
     let mut acc = [_mm256_setzero_si256(); 2];
     let (cp, np) = (c.as_ptr(), n.as_ptr());
-    let load_pair = |p: *const u8, at: usize, w: usize, r: usize| {
-        let first = _mm_loadl_epi64(p.add(at + r * w) as *const __m128i);
-        let second = _mm_loadl_epi64(p.add(at + (r + row_step) * w) as *const __m128i);
-        _mm_unpacklo_epi64(first, second)
-    };
     let mut r = 0;
     while r < BLOCK {
-        let a = _mm256_broadcastsi128_si256(load_pair(cp, c_at, cw, r));
+        let a = _mm256_broadcastsi128_si256(load_row_pair(cp, c_at, cw, r, row_step));
         for (k, acc) in acc.iter_mut().enumerate() {
-            let b = _mm256_set_m128i(load_pair(np, ats[2 * k + 1], nw, r), load_pair(np, ats[2 * k], nw, r));
+            let b = _mm256_set_m128i(
+                load_row_pair(np, ats[2 * k + 1], nw, r, row_step),
+                load_row_pair(np, ats[2 * k], nw, r, row_step),
+            );
             let diff = _mm256_or_si256(_mm256_subs_epu8(a, b), _mm256_subs_epu8(b, a));
             *acc = _mm256_add_epi64(*acc, _mm256_sad_epu8(_mm256_min_epu8(diff, truncate), zero));
         }
@@ -984,7 +980,7 @@ mod tests {
                             let ats = DIAMOND.map(|d| (sy + d.1) as usize * w + (sx + d.0) as usize);
                             let c_at = y0 * w + x0;
                             // SAFETY: the blocks are inside (`fast`); SSE2 is part of x86_64.
-                            let sse2 = unsafe { sad_diamond_sse2(&c.data, w, c_at, &n.data, w, ats, row_step) };
+                            let sse2 = unsafe { sad_blocks_sse2(&c.data, w, c_at, &n.data, w, ats, row_step) };
                             assert_eq!(sse2, want);
                             if crate::simd::avx2() {
                                 // SAFETY: as above, and the CPU has AVX2.
