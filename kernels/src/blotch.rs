@@ -19,6 +19,7 @@
 use crate::deflicker::ToneCorrection;
 use crate::frame::Plane;
 use crate::motion::MotionField;
+use crate::noise::NoiseProfile;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,12 +91,12 @@ impl BlotchRemover {
         out: &mut Plane,
     ) -> usize {
         out.copy_from(centre);
-        let sigma = noise_sigma(centre, a.compensated, b.compensated);
+        let sigma = NoiseProfile::measure(centre, a.compensated, b.compensated).sigma();
         self.process_copy(params, centre, a, b, sigma, out)
     }
 
     /// [`Self::process`] on an `out` that already holds a copy of `centre`, with the noise
-    /// level `sigma` already measured ([`noise_sigma`] of the centre and the compensated
+    /// level `sigma` already measured ([`NoiseProfile::sigma`] of the centre and the compensated
     /// neighbours): the restorer has both in hand, and each costs a pass over the frame.
     pub fn process_copy(
         &mut self,
@@ -395,30 +396,6 @@ fn patch_found_clamped(patch: &[f32; 9], tone: ToneCorrection, limit: f32, raw: 
     };
     let r = MOTION_CHECK_RADIUS;
     (-r..=r).any(|sy| (-r..=r).any(|sx| matches(sx, sy)))
-}
-
-/// Robust noise level of the centre against its compensated neighbours (median absolute
-/// deviation of the temporal residual, on a subsample).
-pub fn noise_sigma(centre: &Plane, a: &Plane, b: &Plane) -> f32 {
-    let mut hist = [0u32; 256];
-    let mut count = 0u32;
-    let step = ((centre.data.len() / 50_000).max(1) as f64).sqrt().ceil() as usize;
-    for y in (0..centre.height).step_by(step) {
-        for x in (0..centre.width).step_by(step) {
-            let r = (centre.get(x, y) - 0.5 * (a.get(x, y) + b.get(x, y))).abs();
-            hist[((r * 1020.0) as usize).min(255)] += 1;
-            count += 1;
-        }
-    }
-    let mut seen = 0;
-    for (bin, &n) in hist.iter().enumerate() {
-        seen += n;
-        if seen * 2 >= count {
-            // The residual of three noisy samples has 1.22x the noise of one.
-            return (bin as f32 + 0.5) / 1020.0 / 0.6745 / 1.22;
-        }
-    }
-    0.0
 }
 
 /// Replaces the pixels of `mask` (listed, among others since cleared, in `members`).

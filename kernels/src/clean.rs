@@ -7,13 +7,14 @@
 //! The motion field and the compensated neighbours are computed once here and shared by the
 //! stages that need them.
 
-use crate::blotch::{noise_sigma, BlotchParams, BlotchRemover, Neighbour};
+use crate::blotch::{BlotchParams, BlotchRemover, Neighbour};
 use crate::deflicker::{
     fit_gain_offset, fit_pairs, sample_pairs, Coarse, GainField, RegionalDeflicker, RegionalParams, ToneCorrection,
 };
 use crate::frame::{Plane, WorkFrame};
 use crate::grain::{GrainFilter, GrainParams};
 use crate::motion::{chain, compensate, estimate, refine, MotionField};
+use crate::noise::NoiseProfile;
 use crate::restorer::{Stage, StageTimes};
 use crate::scratch::{ScratchParams, ScratchRemover};
 use crate::stabilise::{translation, StabiliseParams, Stabiliser};
@@ -142,7 +143,9 @@ impl Cleaner {
             times.add(Stage::Deflicker, start);
             let start = Instant::now();
             let [a, b] = neighbour_views(&self.fields, &self.compensated, &self.tones, pair);
-            let sigma = noise_sigma(&centre.frame.luma, a.compensated, b.compensated);
+            // One measurement for every stage: the frame's level, and by brightness for the grain.
+            let noise = NoiseProfile::measure(&centre.frame.luma, a.compensated, b.compensated);
+            let sigma = noise.sigma();
             if let Some(p) = &params.blotches {
                 // `out` holds the centre already (copied above).
                 self.blotch_pixels = self
@@ -174,7 +177,7 @@ impl Cleaner {
                     *slot = plane;
                 }
                 self.grain
-                    .process(p, &mut out.luma, &neighbours[..2 + self.far_count], sigma);
+                    .process(p, &mut out.luma, &neighbours[..2 + self.far_count], &noise);
             }
             times.add(Stage::Grain, start);
         } else {

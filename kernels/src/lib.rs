@@ -20,6 +20,7 @@ pub mod grain;
 pub mod latent;
 pub mod metrics;
 pub mod motion;
+pub mod noise;
 pub mod pool;
 pub mod post_thread;
 pub mod restorer;

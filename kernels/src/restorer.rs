@@ -506,7 +506,9 @@ mod tests {
             middle_frame_error(2, 2),
         );
         assert!(one < 0.2 * none, "grain radius 1 left {one} of {none}");
-        assert!(two < 0.85 * one, "grain radius 2 left {two}, radius 1 {one}");
+        // Less than it was before the flat-area step, which takes most of what radius 1 leaves
+        // on flat grey: 0.93x.
+        assert!(two < 0.96 * one, "grain radius 2 left {two}, radius 1 {one}");
         // A window of one frame either side has no frames two away to take.
         assert_eq!(middle_frame_error(1, 2), middle_frame_error(1, 1));
     }

@@ -62,6 +62,7 @@ pub(crate) mod tests {
     use crate::deflicker::{GainField, ToneCorrection};
     use crate::grain::{GrainFilter, GrainParams};
     use crate::motion::{compensate, estimate, MotionField, Pyramid};
+    use crate::noise::NoiseProfile;
     use crate::rng::Rng;
     use crate::Plane;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,7 +129,7 @@ pub(crate) mod tests {
             },
             &mut grained,
             &[&ca, &cb],
-            0.02,
+            &NoiseProfile::measure(&centre, &ca, &cb),
         );
         let mut lit = centre.clone();
         GainField {
