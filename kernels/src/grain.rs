@@ -9,7 +9,7 @@
 //! all grain, as archivists often want) and the filtered frame.
 
 use crate::frame::Plane;
-use crate::noise::NoiseProfile;
+use crate::noise::{curve_level, NoiseProfile};
 use crate::simd::avx2_twin;
 use rayon::prelude::*;
 
@@ -240,7 +240,7 @@ avx2_twin! {
 /// What [`flatten_row`] needs besides the rows.
 #[derive(Clone, Copy)]
 struct FlatStep {
-    /// The grain left, by brightness ([`NoiseProfile::scaled_curve`]).
+    /// The grain left, by brightness ([`NoiseProfile::scaled_curve`], for [`curve_level`]).
     curve: [f32; 5],
     /// One over the box's area.
     norm: f32,
@@ -257,7 +257,6 @@ avx2_twin! {
     /// each pixel with the moments they give.
     fn flatten_row(out: &mut [f32], values: &[f32], slide: Slide, step: FlatStep) {
         let ([sums, squares], [come, come_sq], [gone, gone_sq]) = slide;
-        let [c0, c1, c2, lo, hi] = step.curve;
         let n = out.len();
         let (values, sums, squares) = (&values[..n], &mut sums[..n], &mut squares[..n]);
         let (come, come_sq, gone, gone_sq) = (&come[..n], &come_sq[..n], &gone[..n], &gone_sq[..n]);
@@ -266,8 +265,7 @@ avx2_twin! {
             squares[i] += come_sq[i] - gone_sq[i];
             let (mean, mean_sq) = (sums[i] * step.norm, squares[i] * step.norm);
             let variance = (mean_sq - mean * mean).max(1e-12);
-            let t = mean - 0.5;
-            let level = (c0 + t * (c1 + t * c2)).max(lo).min(hi);
+            let level = curve_level(step.curve, mean);
             let keep = ((variance - level * level) / variance).max(0.0);
             let filtered = mean + keep * (values[i] - mean);
             out[i] += step.strength * (filtered - out[i]);

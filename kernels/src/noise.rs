@@ -69,16 +69,23 @@ impl NoiseProfile {
 
     /// The level at `brightness` (0 to 1).
     pub fn level_at(&self, brightness: f32) -> f32 {
-        let [c0, c1, c2, lowest, highest] = self.curve;
-        let t = brightness - 0.5;
-        (c0 + t * (c1 + t * c2)).max(lowest).min(highest)
+        curve_level(self.curve, brightness)
     }
 
-    /// The curve of [`Self::level_at`], every term scaled by `scale`: `[c0, c1, c2, lowest,
-    /// highest]`, for loops that evaluate it themselves (as `level_at` does).
+    /// The curve of [`Self::level_at`], every term scaled by `scale`, for per-pixel loops to
+    /// evaluate with [`curve_level`].
     pub(crate) fn scaled_curve(&self, scale: f32) -> [f32; 5] {
         self.curve.map(|c| c * scale)
     }
+}
+
+/// A curve `[c0, c1, c2, lowest, highest]` at `brightness`: `c0 + c1 t + c2 t^2` with t =
+/// brightness - 0.5, held within `[lowest, highest]`.
+#[inline(always)]
+pub(crate) fn curve_level(curve: [f32; 5], brightness: f32) -> f32 {
+    let [c0, c1, c2, lowest, highest] = curve;
+    let t = brightness - 0.5;
+    (c0 + t * (c1 + t * c2)).max(lowest).min(highest)
 }
 
 /// The histogram bin of a residual's magnitude.
