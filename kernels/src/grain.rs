@@ -1,12 +1,18 @@
 //! Grain reduction: a motion-compensated temporal average weighted by similarity, two light
 //! edge-preserving spatial passes, then a local Wiener (Lee) step that flattens what grain is
-//! left in flat areas (see [`flatten`]).
+//! left in flat areas (see [`flatten_band`]).
 //!
 //! Each compensated neighbour pixel is weighted by how close it is to the centre pixel relative
 //! to the measured noise: grain (which differs frame to frame by about the noise level) is
 //! averaged away, while anything the vectors got wrong (much larger differences) gets no
 //! weight, so edges and motion are not smeared. `strength` blends between the input (keeping
 //! all grain, as archivists often want) and the filtered frame.
+//!
+//! The passes run fused, one band of rows per job: each pass keeps only the few rows the next
+//! one reads, in a ring, so a row goes from the input to the output while its neighbourhood is
+//! still in cache, instead of through four whole-frame planes (the stage was bound by memory
+//! traffic at 1080p). Each pixel gets the same arithmetic as when the passes ran one after the
+//! other over whole planes; the tests compare the two.
 
 use crate::frame::Plane;
 use crate::noise::{curve_level, NoiseProfile};
@@ -37,11 +43,12 @@ impl Default for GrainParams {
 
 #[derive(Default)]
 pub struct GrainFilter {
-    temporal: Plane,
-    smoothed: Plane,
-    strong: Plane,
-    /// Working rows of the flat-area step, one set per band of rows.
-    band_sums: Vec<BandSums>,
+    /// The filtered frame, swapped with the caller's (whose buffer takes the next frame's).
+    out: Plane,
+    /// Rows each job takes (a multiple of [`FLAT_BAND`]), see [`band_height`].
+    band_height: usize,
+    /// Working rows, one set per band.
+    bands: Vec<BandWork>,
 }
 
 impl GrainFilter {
@@ -57,23 +64,61 @@ impl GrainFilter {
             return;
         }
         let (w, h) = (luma.width, luma.height);
-        if (self.temporal.width, self.temporal.height) != (w, h) {
-            self.temporal = Plane::new(w, h);
-            self.smoothed = Plane::new(w, h);
-            self.strong = Plane::new(w, h);
-            self.band_sums = BandSums::for_frame(w, h, FLAT_RADIUS);
+        if (self.out.width, self.out.height) != (w, h) {
+            self.resize(w, h, band_height(h, rayon::current_num_threads()));
         }
-        // Against the nearest two (the first), which have the most reliable vectors.
-        if let [a, b, ..] = neighbours {
-            clip_spikes(luma, a, b, sigma, s);
-        }
-        temporal_average(luma, neighbours, sigma, &mut self.temporal);
+        let input = FrameInput {
+            luma,
+            neighbours,
+            // Against the nearest two (the first), which have the most reliable vectors.
+            spikes: match neighbours {
+                [a, b, ..] => Some(SpikeClip {
+                    a,
+                    b,
+                    margin: sigma * (2.0 - 1.5 * s),
+                    agree: neighbours_agree(sigma),
+                }),
+                _ => None,
+            },
+            inv: inv_quarter(3.0 * sigma),
+        };
         // Two 3x3 passes: heavy grain (the quality set's strength-1 damage) needs a wider
         // support than 3x3, and the second pass, tuned to what noise the first leaves, keeps
         // the range weights that protect edges.
-        spatial_pass(&self.temporal, sigma, 1.0, &mut self.smoothed);
-        spatial_pass(&self.smoothed, SECOND_PASS * sigma, 1.0, &mut self.strong);
-        flatten(&self.strong, FLAT_RADIUS, noise, s, &mut self.band_sums, luma);
+        let passes = [inv_quarter(3.0 * sigma), inv_quarter(3.0 * SECOND_PASS * sigma)];
+        let step = FlatStep::new(noise, s);
+        let rows = w * self.band_height;
+        self.out
+            .data
+            .par_chunks_mut(rows)
+            .zip(self.bands.par_iter_mut())
+            .enumerate()
+            .for_each(|(band, (out, work))| {
+                let BandWork {
+                    temporal,
+                    clipped,
+                    smoothed,
+                    strong,
+                    sums,
+                } = work;
+                let temporal = Temporal {
+                    input: &input,
+                    rows: temporal,
+                    clipped,
+                };
+                let smoothed = Spatial::new(temporal, smoothed, passes[0], h);
+                let mut strong = Spatial::new(smoothed, strong, passes[1], h);
+                flatten_band(&mut strong, sums, band * rows / w, out, step, h);
+            });
+        std::mem::swap(luma, &mut self.out);
+    }
+
+    /// Sizes the working rows for `w`x`h` frames cut into bands of `band_height` rows.
+    fn resize(&mut self, w: usize, h: usize, band_height: usize) {
+        debug_assert!(band_height.is_multiple_of(FLAT_BAND));
+        self.out = Plane::new(w, h);
+        self.band_height = band_height;
+        self.bands = (0..h.div_ceil(band_height)).map(|_| BandWork::new(w)).collect();
     }
 }
 
@@ -81,27 +126,216 @@ impl GrainFilter {
 /// evens out what the first left (the flat-area pass after it does the heavy lifting there).
 const SECOND_PASS: f32 = 0.25;
 
-/// Radius of the window over which [`flatten`] judges whether an area is flat: 11x11, about
-/// SSIM's own window (smaller ones left more grain in flat areas: 0.9205 at 2, 0.9233 at 3,
-/// 0.9244 at 5 on the 4-case grey subset).
+/// Radius of the window over which [`flatten_band`] judges whether an area is flat: 11x11,
+/// about SSIM's own window (smaller ones left more grain in flat areas: 0.9205 at 2, 0.9233 at
+/// 3, 0.9244 at 5 on the 4-case grey subset).
 const FLAT_RADIUS: usize = 5;
 
 /// Variance of the grain the spatial passes leave, relative to the input's at the same
 /// brightness (as [`NoiseProfile`] measures it, on the frame before the blotch and scratch
-/// stages, whose damage raises it a little); [`flatten`] treats local variance up to this as
-/// grain. Tuned on the 4-case grey subset (SSIM 0.9251 at 0.22, 0.9269 at 0.17, 0.9274 at
+/// stages, whose damage raises it a little); [`flatten_band`] treats local variance up to this
+/// as grain. Tuned on the 4-case grey subset (SSIM 0.9251 at 0.22, 0.9269 at 0.17, 0.9274 at
 /// 0.14, 0.9270 at 0.11): higher smooths fine texture (bbb's fur) away, lower leaves grain in
 /// flat areas (bikes' walls and sky).
 const LEFT_VARIANCE: f32 = 0.14;
 
-/// Rows each job of [`flatten`] takes. Each job starts its running sums afresh, so rounding
-/// cannot build up down the frame; the 2r+1 rows that start them are the overhead (a sixth).
+/// Rows after which [`flatten_band`] starts its running sums afresh, so rounding cannot build
+/// up down the frame; the 2r+1 rows that start them are the overhead (a sixth of the box sums).
 const FLAT_BAND: usize = 64;
 
-/// One band's working rows for [`flatten`]: the horizontal box sums (of values and of squares)
-/// of the last 2r+2 rows, a ring, and their running sums down the columns. Kept per band so the
-/// sums stay in cache instead of going through whole-frame planes.
-#[derive(Default)]
+/// Rows above and below its own that a band's passes make: the flat-area box's radius, and
+/// one for each 3x3 pass before it.
+const HALO: usize = FLAT_RADIUS + 2;
+
+/// Rows per band for a frame `h` rows high shared among `threads`: the multiple of
+/// [`FLAT_BAND`] that finishes soonest, counting the halo each band remakes (taller bands waste
+/// fewer rows, but must share out evenly among the threads), among those that leave at least
+/// two bands per thread where the frame has rows enough, so that a thread the machine takes
+/// away for a while does not hold up the frame. The first of equals, the smallest.
+fn band_height(h: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    (1..=h.div_ceil(FLAT_BAND).max(1))
+        .map(|k| k * FLAT_BAND)
+        .min_by_key(|&rows| {
+            let bands = h.div_ceil(rows);
+            (bands < 2 * threads, bands.div_ceil(threads) * (rows.min(h) + 2 * HALO))
+        })
+        .unwrap_or(FLAT_BAND)
+}
+
+/// One band's working rows: each pass's ring, and the flat-area step's sums.
+struct BandWork {
+    /// The temporal average (a 3x3 pass reads three rows).
+    temporal: RowRing,
+    /// The input with its grain spikes clipped, which the output blends with: held from the
+    /// temporal pass until the flat-area step, r + 2 rows behind, takes it.
+    clipped: RowRing,
+    /// The first spatial pass.
+    smoothed: RowRing,
+    /// The second spatial pass, held while the box (r rows ahead) reaches past it.
+    strong: RowRing,
+    sums: BandSums,
+}
+
+impl BandWork {
+    fn new(w: usize) -> Self {
+        BandWork {
+            temporal: RowRing::new(w, 3),
+            clipped: RowRing::new(w, HALO + 1),
+            smoothed: RowRing::new(w, 3),
+            strong: RowRing::new(w, FLAT_RADIUS + 1),
+            sums: BandSums::new(w, FLAT_RADIUS),
+        }
+    }
+}
+
+/// The last rows a pass made, a ring: row `c` lives in slot `c % len`.
+struct RowRing {
+    slots: Vec<Vec<f32>>,
+    /// The next row to make.
+    next: usize,
+}
+
+impl RowRing {
+    fn new(w: usize, len: usize) -> Self {
+        RowRing {
+            slots: (0..len).map(|_| vec![0.0; w]).collect(),
+            next: 0,
+        }
+    }
+
+    fn row(&self, c: usize) -> &[f32] {
+        debug_assert!(
+            c < self.next && c + self.slots.len() >= self.next,
+            "row {c} not held (next {})",
+            self.next
+        );
+        &self.slots[c % self.slots.len()]
+    }
+
+    fn slot(&mut self, c: usize) -> &mut [f32] {
+        let len = self.slots.len();
+        &mut self.slots[c % len]
+    }
+}
+
+/// A pass that makes rows in order, from a start each band chooses.
+trait RowSource {
+    /// Starts a band: the first row asked for will be `c`.
+    fn start(&mut self, c: usize);
+    /// Makes every row up to `c`.
+    fn make(&mut self, c: usize);
+    /// Row `c` of the pass (made, and recent enough to be held).
+    fn row(&self, c: usize) -> &[f32];
+    /// Row `c` of the frame the output blends with (the input, its grain spikes clipped).
+    fn base(&self, c: usize) -> &[f32];
+}
+
+/// What the temporal pass reads.
+struct FrameInput<'a> {
+    luma: &'a Plane,
+    neighbours: &'a [&'a Plane],
+    spikes: Option<SpikeClip<'a>>,
+    /// The temporal weights' reach ([`inv_quarter`]).
+    inv: f32,
+}
+
+/// [`clip_row`]'s neighbours and limits.
+struct SpikeClip<'a> {
+    a: &'a Plane,
+    b: &'a Plane,
+    margin: f32,
+    agree: f32,
+}
+
+/// The first pass: clips one-frame grain spikes, then averages with the neighbours.
+struct Temporal<'a> {
+    input: &'a FrameInput<'a>,
+    rows: &'a mut RowRing,
+    clipped: &'a mut RowRing,
+}
+
+impl RowSource for Temporal<'_> {
+    fn start(&mut self, c: usize) {
+        self.rows.next = c;
+        self.clipped.next = c;
+    }
+
+    fn make(&mut self, c: usize) {
+        let input = self.input;
+        while self.rows.next <= c {
+            let y = self.rows.next;
+            let base = self.clipped.slot(y);
+            base.copy_from_slice(input.luma.row(y));
+            if let Some(clip) = &input.spikes {
+                clip_row(base, clip.a.row(y), clip.b.row(y), clip.margin, clip.agree);
+            }
+            temporal_row(self.rows.slot(y), base, input.neighbours, y, input.inv);
+            self.rows.next += 1;
+            self.clipped.next += 1;
+        }
+    }
+
+    fn row(&self, c: usize) -> &[f32] {
+        self.rows.row(c)
+    }
+
+    fn base(&self, c: usize) -> &[f32] {
+        self.clipped.row(c)
+    }
+}
+
+/// A 3x3 range-weighted pass over its source's rows ([`spatial_row`]).
+struct Spatial<'a, S> {
+    source: S,
+    rows: &'a mut RowRing,
+    inv: f32,
+    last: usize,
+}
+
+impl<'a, S: RowSource> Spatial<'a, S> {
+    fn new(source: S, rows: &'a mut RowRing, inv: f32, h: usize) -> Self {
+        Spatial {
+            source,
+            rows,
+            inv,
+            last: h - 1,
+        }
+    }
+}
+
+impl<S: RowSource> RowSource for Spatial<'_, S> {
+    fn start(&mut self, c: usize) {
+        self.rows.next = c;
+        self.source.start(c.saturating_sub(1));
+    }
+
+    fn make(&mut self, c: usize) {
+        while self.rows.next <= c {
+            let y = self.rows.next;
+            let below = (y + 1).min(self.last);
+            self.source.make(below);
+            let src = &self.source;
+            spatial_row(
+                [src.row(y.saturating_sub(1)), src.row(y), src.row(below)],
+                self.inv,
+                self.rows.slot(y),
+            );
+            self.rows.next += 1;
+        }
+    }
+
+    fn row(&self, c: usize) -> &[f32] {
+        self.rows.row(c)
+    }
+
+    fn base(&self, c: usize) -> &[f32] {
+        self.source.base(c)
+    }
+}
+
+/// The flat-area step's working rows: the horizontal box sums (of values and of squares) of
+/// the last 2r+2 rows, a ring, and their running sums down the columns.
 struct BandSums {
     ring: Vec<[Vec<f32>; 2]>,
     columns: [Vec<f32>; 2],
@@ -109,78 +343,77 @@ struct BandSums {
 }
 
 impl BandSums {
-    fn for_frame(w: usize, h: usize, r: usize) -> Vec<Self> {
+    fn new(w: usize, r: usize) -> Self {
         let row = || vec![0.0; w];
-        (0..h.div_ceil(FLAT_BAND))
-            .map(|_| BandSums {
-                ring: (0..2 * r + 2).map(|_| [row(), row()]).collect(),
-                columns: [row(), row()],
-                padded: vec![0.0; w + 2 * r],
-            })
-            .collect()
+        BandSums {
+            ring: (0..2 * r + 2).map(|_| [row(), row()]).collect(),
+            columns: [row(), row()],
+            padded: vec![0.0; w + 2 * r],
+        }
     }
 }
 
-/// A local Wiener (Lee) step on the spatially smoothed frame: where the 11x11 variance around a
-/// pixel is no more than the grain left at its brightness, the area is flat and the pixel goes
-/// to the local mean; where texture or an edge raises the variance, it keeps its value, in
-/// proportion. The two 3x3 passes cannot reach far enough to flatten heavy, clumped grain, and
-/// SSIM (like the eye) reads leftover grain in flat areas as lost structure. Blended into `out`
-/// by `strength`.
+/// A local Wiener (Lee) step on the spatially smoothed frame, over one band of rows (`out`,
+/// from row `y0`): where the 11x11 variance around a pixel is no more than the grain left at
+/// its brightness, the area is flat and the pixel goes to the local mean; where texture or an
+/// edge raises the variance, it keeps its value, in proportion. The two 3x3 passes cannot
+/// reach far enough to flatten heavy, clumped grain, and SSIM (like the eye) reads leftover
+/// grain in flat areas as lost structure. Blended with the source's base by `strength`.
 ///
 /// The local moments are box sums over (2r+1)^2 pixels, the border clamped: each row's
-/// horizontal sums, then running sums of those down the columns, one band of rows per job.
-fn flatten(strong: &Plane, r: usize, noise: &NoiseProfile, strength: f32, bands: &mut [BandSums], out: &mut Plane) {
-    let (w, h) = (out.width, out.height);
-    let step = FlatStep {
-        curve: noise.scaled_curve(LEFT_VARIANCE.sqrt()),
-        norm: 1.0 / ((2 * r + 1) * (2 * r + 1)) as f32,
-        strength,
-    };
-    let source = |k: isize| strong.row(k.clamp(0, h as isize - 1) as usize);
-    let r = r as isize;
-    out.data
-        .par_chunks_mut(w * FLAT_BAND)
-        .zip(bands.par_iter_mut())
-        .enumerate()
-        .for_each(|(band, (rows, sums))| {
-            let BandSums {
-                ring,
-                columns: [column, column_sq],
-                padded,
-            } = sums;
-            // Row k's horizontal sums live in slot k mod 2r+2: the row a slide adds (y + r)
-            // and the one it takes away (y - r - 1) are 2r+1 apart, so never share a slot.
-            let slots = ring.len() as isize;
-            let slot = |k: isize| k.rem_euclid(slots) as usize;
-            let y0 = (band * FLAT_BAND) as isize;
+/// horizontal sums, then running sums of those down the columns, started afresh every
+/// [`FLAT_BAND`] rows.
+fn flatten_band<S: RowSource>(
+    source: &mut S,
+    sums: &mut BandSums,
+    y0: usize,
+    out: &mut [f32],
+    step: FlatStep,
+    h: usize,
+) {
+    let r = FLAT_RADIUS as isize;
+    let w = sums.columns[0].len();
+    let BandSums {
+        ring,
+        columns: [column, column_sq],
+        padded,
+    } = sums;
+    // Row k's horizontal sums (k unclamped) live in slot k mod 2r+2: the row a slide adds
+    // (y + r) and the one it takes away (y - r - 1) are 2r+1 apart, so never share a slot.
+    let slots = ring.len() as isize;
+    let slot = |k: isize| k.rem_euclid(slots) as usize;
+    let clamp = |k: isize| k.clamp(0, h as isize - 1) as usize;
+    let mut next_box = y0 as isize - r;
+    source.start(clamp(next_box));
+    for (dy, row) in out.chunks_mut(w).enumerate() {
+        let y = (y0 + dy) as isize;
+        while next_box <= y + r {
+            let c = clamp(next_box);
+            source.make(c);
+            let [sum, square] = &mut ring[slot(next_box)];
+            box_row(source.row(c), FLAT_RADIUS, padded, sum, square);
+            next_box += 1;
+        }
+        // A fresh start has its sums already: it slides by a row minus itself.
+        let restart = (y as usize).is_multiple_of(FLAT_BAND);
+        if restart {
             column.fill(0.0);
             column_sq.fill(0.0);
-            for k in y0 - r..=y0 + r {
-                let [sum, square] = &mut ring[slot(k)];
-                box_row(source(k), r as usize, padded, sum, square);
+            for k in y - r..=y + r {
+                let [sum, square] = &ring[slot(k)];
                 add_rows([column, column_sq], [sum, square]);
             }
-            for (dy, row) in rows.chunks_mut(w).enumerate() {
-                let y = y0 + dy as isize;
-                // The band's first row has its sums already: it slides by a row minus itself.
-                let (come, gone) = match dy {
-                    0 => (y0 + r, y0 + r),
-                    _ => (y + r, y - r - 1),
-                };
-                if dy > 0 {
-                    let [sum, square] = &mut ring[slot(come)];
-                    box_row(source(come), r as usize, padded, sum, square);
-                }
-                let ([come, come_sq], [gone, gone_sq]) = (&ring[slot(come)], &ring[slot(gone)]);
-                let slide = (
-                    [&mut column[..], &mut column_sq[..]],
-                    [&come[..], come_sq],
-                    [&gone[..], gone_sq],
-                );
-                flatten_row(row, strong.row(y as usize), slide, step);
-            }
-        });
+        }
+        let gone = if restart { y + r } else { y - r - 1 };
+        let ([come, come_sq], [gone, gone_sq]) = (&ring[slot(y + r)], &ring[slot(gone)]);
+        let slide = (
+            [&mut column[..], &mut column_sq[..]],
+            [&come[..], come_sq],
+            [&gone[..], gone_sq],
+        );
+        let y = y as usize;
+        flatten_row(row, [source.base(y), source.row(y)], slide, step);
+    }
 }
 
 avx2_twin! {
@@ -247,18 +480,29 @@ struct FlatStep {
     strength: f32,
 }
 
+impl FlatStep {
+    fn new(noise: &NoiseProfile, strength: f32) -> Self {
+        FlatStep {
+            curve: noise.scaled_curve(LEFT_VARIANCE.sqrt()),
+            norm: 1.0 / ((2 * FLAT_RADIUS + 1) * (2 * FLAT_RADIUS + 1)) as f32,
+            strength,
+        }
+    }
+}
+
 /// The columns' running sums (of values and of squares) and the horizontal sums of the rows
 /// that come into the box and leave it.
 type Slide<'a> = ([&'a mut [f32]; 2], [&'a [f32]; 2], [&'a [f32]; 2]);
 
 avx2_twin! {
-    /// [`flatten`] for one row: slides the columns' sums one row down (adds the horizontal sums
-    /// of the row that comes into the box, takes those of the row that leaves it) and filters
-    /// each pixel with the moments they give.
-    fn flatten_row(out: &mut [f32], values: &[f32], slide: Slide, step: FlatStep) {
+    /// [`flatten_band`] for one row: slides the columns' sums one row down (adds the horizontal
+    /// sums of the row that comes into the box, takes those of the row that leaves it), filters
+    /// each pixel of `values` with the moments they give, and blends the result with `base`.
+    fn flatten_row(out: &mut [f32], rows: [&[f32]; 2], slide: Slide, step: FlatStep) {
+        let [base, values] = rows;
         let ([sums, squares], [come, come_sq], [gone, gone_sq]) = slide;
         let n = out.len();
-        let (values, sums, squares) = (&values[..n], &mut sums[..n], &mut squares[..n]);
+        let (base, values, sums, squares) = (&base[..n], &values[..n], &mut sums[..n], &mut squares[..n]);
         let (come, come_sq, gone, gone_sq) = (&come[..n], &come_sq[..n], &gone[..n], &gone_sq[..n]);
         for i in 0..n {
             sums[i] += come[i] - gone[i];
@@ -268,7 +512,7 @@ avx2_twin! {
             let level = curve_level(step.curve, mean);
             let keep = ((variance - level * level) / variance).max(0.0);
             let filtered = mean + keep * (values[i] - mean);
-            out[i] += step.strength * (filtered - out[i]);
+            out[i] = base[i] + step.strength * (filtered - base[i]);
         }
     }
 }
@@ -284,21 +528,12 @@ pub(crate) fn neighbours_agree(sigma: f32) -> f32 {
     3.0 * sigma + 0.02
 }
 
-/// Pulls one-frame grain spikes back toward the compensated neighbours where those agree with
-/// each other (a static or well-compensated area), like a motion-compensated median limited to
-/// small deviations. The temporal average alone cannot: it gives outliers no weight.
-fn clip_spikes(luma: &mut Plane, a: &Plane, b: &Plane, sigma: f32, strength: f32) {
-    let w = luma.width;
-    let margin = sigma * (2.0 - 1.5 * strength);
-    let agree = neighbours_agree(sigma);
-    luma.data
-        .par_chunks_mut(w)
-        .enumerate()
-        .for_each(|(y, row)| clip_row(row, a.row(y), b.row(y), margin, agree));
-}
-
 avx2_twin! {
-    /// [`clip_spikes`] on one row, branch-free (a select per pixel), so the loop vectorises.
+    /// Pulls one-frame grain spikes back toward the compensated neighbours `a` and `b` where
+    /// those agree with each other (a static or well-compensated area), like a
+    /// motion-compensated median limited to small deviations. The temporal average alone
+    /// cannot: it gives outliers no weight. Branch-free (a select per pixel), so the loop
+    /// vectorises.
     fn clip_row(row: &mut [f32], a: &[f32], b: &[f32], margin: f32, agree: f32) {
         for ((v, &va), &vb) in row.iter_mut().zip(a).zip(b) {
             let (lo, hi) = (va.min(vb) - margin, va.max(vb) + margin);
@@ -327,29 +562,25 @@ fn inv_quarter(reach: f32) -> f32 {
 }
 
 /// Weights each compensated neighbour by its difference from the centre, out to ~3 sigma
-/// (grain differs between frames by about 1.4 sigma; vectors that went wrong by far more).
-fn temporal_average(centre: &Plane, neighbours: &[&Plane], sigma: f32, out: &mut Plane) {
-    let w = centre.width;
-    let inv = inv_quarter(3.0 * sigma);
-    out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let c = centre.row(y);
-        match neighbours {
-            [a, b] => return temporal_pair_row(row, c, a.row(y), b.row(y), inv),
-            [a, b, d, e] => return temporal_quad_row(row, c, [a.row(y), b.row(y), d.row(y), e.row(y)], inv),
-            _ => {}
+/// (grain differs between frames by about 1.4 sigma; vectors that went wrong by far more): row
+/// `y` of the average of centre row `c` with `neighbours`.
+fn temporal_row(out: &mut [f32], c: &[f32], neighbours: &[&Plane], y: usize, inv: f32) {
+    match neighbours {
+        [a, b] => return temporal_pair_row(out, c, a.row(y), b.row(y), inv),
+        [a, b, d, e] => return temporal_quad_row(out, c, [a.row(y), b.row(y), d.row(y), e.row(y)], inv),
+        _ => {}
+    }
+    for (x, o) in out.iter_mut().enumerate() {
+        let (mut sum, mut weight) = (c[x], 1.0f32);
+        for n in neighbours {
+            weigh(c[x], n.row(y)[x], inv, &mut sum, &mut weight);
         }
-        for (x, o) in row.iter_mut().enumerate() {
-            let (mut sum, mut weight) = (c[x], 1.0f32);
-            for n in neighbours {
-                weigh(c[x], n.row(y)[x], inv, &mut sum, &mut weight);
-            }
-            *o = sum / weight;
-        }
-    });
+        *o = sum / weight;
+    }
 }
 
 avx2_twin! {
-    /// [`temporal_average`] of one row with four neighbours (two each side), in one loop.
+    /// [`temporal_row`] with four neighbours (two each side), in one loop.
     fn temporal_quad_row(out: &mut [f32], c: &[f32], n: [&[f32]; 4], inv: f32) {
         let len = out.len();
         let (c, [a, b, d, e]) = (&c[..len], n.map(|r| &r[..len]));
@@ -373,7 +604,7 @@ fn weigh(c: f32, v: f32, inv: f32, sum: &mut f32, weight: &mut f32) {
 }
 
 avx2_twin! {
-    /// [`temporal_average`] of one row with two neighbours (the restorer's case): both in one
+    /// [`temporal_row`] with two neighbours (the restorer's case): both in one
     /// loop, the sums in registers.
     fn temporal_pair_row(out: &mut [f32], c: &[f32], a: &[f32], b: &[f32], inv: f32) {
         for (((o, &c), &va), &vb) in out.iter_mut().zip(c).zip(a).zip(b) {
@@ -385,41 +616,37 @@ avx2_twin! {
     }
 }
 
-/// 3x3 range-weighted smoothing of the temporal result, blended into `out` by `strength`.
-/// The range weight reaches 3 sigma: wide enough to average grain (the quality set's SSIM
-/// rose from 0.889 to 0.926 going from 1.5 to 3 sigma), narrow enough that a real sample's
-/// detail keeps its sharpness (4 sigma took one below 0.9 of its input's).
-fn spatial_pass(src: &Plane, sigma: f32, strength: f32, out: &mut Plane) {
-    let (w, h) = (src.width, src.height);
-    let inv = inv_quarter(3.0 * sigma);
-    out.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let rows = [src.row(y.saturating_sub(1)), src.row(y), src.row((y + 1).min(h - 1))];
-        // The first and last columns clamp their outer neighbours to themselves.
-        for x in [0, w - 1] {
-            let at = |r: usize, dx: isize| rows[r][(x as isize + dx).clamp(0, w as isize - 1) as usize];
-            let taps = [
-                at(0, -1),
-                at(0, 0),
-                at(0, 1),
-                at(1, -1),
-                at(1, 1),
-                at(2, -1),
-                at(2, 0),
-                at(2, 1),
-            ];
-            row[x] += strength * (smooth(rows[1][x], taps, inv) - row[x]);
-        }
-        if w > 2 {
-            spatial_interior(rows, inv, strength, &mut row[1..w - 1]);
-        }
-    });
+/// 3x3 range-weighted smoothing: the row between `rows` (the rows above and below it clamped
+/// to the frame). The range weight reaches 3 sigma: wide enough to average grain (the quality
+/// set's SSIM rose from 0.889 to 0.926 going from 1.5 to 3 sigma), narrow enough that a real
+/// sample's detail keeps its sharpness (4 sigma took one below 0.9 of its input's).
+fn spatial_row(rows: [&[f32]; 3], inv: f32, out: &mut [f32]) {
+    let w = out.len();
+    // The first and last columns clamp their outer neighbours to themselves.
+    for x in [0, w - 1] {
+        let at = |r: usize, dx: isize| rows[r][(x as isize + dx).clamp(0, w as isize - 1) as usize];
+        let taps = [
+            at(0, -1),
+            at(0, 0),
+            at(0, 1),
+            at(1, -1),
+            at(1, 1),
+            at(2, -1),
+            at(2, 0),
+            at(2, 1),
+        ];
+        out[x] = smooth(rows[1][x], taps, inv);
+    }
+    if w > 2 {
+        spatial_interior(rows, inv, &mut out[1..w - 1]);
+    }
 }
 
 avx2_twin! {
     /// The spatial pass over a row's interior (`out` is the row without its first and last
     /// pixel). Every tap is a slice of the same length, so the loop runs without bounds checks
     /// and vectorises, with each pixel's sums kept in registers.
-    fn spatial_interior(rows: [&[f32]; 3], inv: f32, strength: f32, out: &mut [f32]) {
+    fn spatial_interior(rows: [&[f32]; 3], inv: f32, out: &mut [f32]) {
         let n = out.len();
         let tap = |r: usize, k: usize| &rows[r][k..k + n];
         let (a0, a1, a2) = (tap(0, 0), tap(0, 1), tap(0, 2));
@@ -427,7 +654,7 @@ avx2_twin! {
         let (c0, c1, c2) = (tap(2, 0), tap(2, 1), tap(2, 2));
         for i in 0..n {
             let taps = [a0[i], a1[i], a2[i], b0[i], b2[i], c0[i], c1[i], c2[i]];
-            out[i] += strength * (smooth(b1[i], taps, inv) - out[i]);
+            out[i] = smooth(b1[i], taps, inv);
         }
     }
 }
@@ -563,7 +790,38 @@ mod tests {
         assert_eq!(c, c0);
     }
 
-    /// [`flatten`] computed directly: each pixel's moments summed over its clamped box in f64.
+    /// Whole planes' rows, for running [`flatten_band`] on its own.
+    struct PlaneRows<'a> {
+        values: &'a Plane,
+        base: &'a Plane,
+    }
+
+    impl RowSource for PlaneRows<'_> {
+        fn start(&mut self, _: usize) {}
+        fn make(&mut self, _: usize) {}
+        fn row(&self, c: usize) -> &[f32] {
+            self.values.row(c)
+        }
+        fn base(&self, c: usize) -> &[f32] {
+            self.base.row(c)
+        }
+    }
+
+    /// The flat-area step over a whole frame `strong`, blended with `base`, in bands of
+    /// `band_height` rows.
+    fn flatten(strong: &Plane, base: &Plane, noise: &NoiseProfile, strength: f32, band_height: usize) -> Plane {
+        let (w, h) = (strong.width, strong.height);
+        let mut out = Plane::new(w, h);
+        for (band, rows) in out.data.chunks_mut(w * band_height).enumerate() {
+            let mut source = PlaneRows { values: strong, base };
+            let mut sums = BandSums::new(w, FLAT_RADIUS);
+            let step = FlatStep::new(noise, strength);
+            flatten_band(&mut source, &mut sums, band * band_height, rows, step, h);
+        }
+        out
+    }
+
+    /// [`flatten_band`] computed directly: each pixel's moments summed over its clamped box in f64.
     fn flatten_directly(strong: &Plane, r: usize, noise: &NoiseProfile, strength: f32, out: &mut Plane) {
         let (w, h) = (strong.width as isize, strong.height as isize);
         let r = r as isize;
@@ -593,7 +851,7 @@ mod tests {
     #[test]
     fn the_flat_area_step_equals_its_direct_sum_at_every_size() {
         // Narrower and shorter than the box, one band, several bands with a short last one.
-        for (w, h) in [(3, 2), (7, 11), (11, 5), (40, 70), (13, 2 * FLAT_BAND + 9)] {
+        for (w, h) in [(3, 2), (7, 11), (11, 5), (40, 70), (13, 4 * FLAT_BAND + 9)] {
             let mut rng = Rng::new((w * 1000 + h) as u64);
             let mut strong = Plane::new(w, h);
             // Flat areas, texture and noise at several brightnesses, so keep takes every value.
@@ -609,9 +867,9 @@ mod tests {
             }
             let noise = NoiseProfile::measure(&strong, &noisy(&strong, 5, 0.03), &noisy(&strong, 6, 0.03));
             let start = noisy(&strong, 7, 0.05);
-            let (mut fast, mut direct) = (start.clone(), start.clone());
-            let mut bands = BandSums::for_frame(w, h, FLAT_RADIUS);
-            flatten(&strong, FLAT_RADIUS, &noise, 0.8, &mut bands, &mut fast);
+            // Two bands of two restarts each: the second band and the restarts within a band.
+            let fast = flatten(&strong, &start, &noise, 0.8, 2 * FLAT_BAND);
+            let mut direct = start.clone();
             flatten_directly(&strong, FLAT_RADIUS, &noise, 0.8, &mut direct);
             let worst = fast
                 .data
@@ -643,15 +901,7 @@ mod tests {
         }
         // The input's level, of which LEFT_VARIANCE is what the passes left.
         let noise = NoiseProfile::flat(left / LEFT_VARIANCE.sqrt());
-        let mut out = strong.clone();
-        flatten(
-            &strong,
-            FLAT_RADIUS,
-            &noise,
-            1.0,
-            &mut BandSums::for_frame(w, h, FLAT_RADIUS),
-            &mut out,
-        );
+        let out = flatten(&strong, &strong, &noise, 1.0, FLAT_BAND);
         let spread = |p: &Plane, xs: std::ops::Range<usize>, clean: &dyn Fn(usize) -> f32| {
             let d: Vec<f32> = (8..h - 8)
                 .flat_map(|y| xs.clone().map(move |x| (y, x)))
@@ -679,5 +929,117 @@ mod tests {
         let after = rms(&c, &flat);
         // Without the flat-area step it leaves 0.15x; with it 0.05x.
         assert!(after < 0.09 * before, "grain {before} -> {after}");
+    }
+
+    /// The passes run one after the other over whole planes, for comparison with the fused
+    /// bands: the same row functions, so the same arithmetic, in a different order.
+    fn process_whole(params: &GrainParams, luma: &Plane, neighbours: &[&Plane], noise: &NoiseProfile) -> Plane {
+        let (s, sigma) = (params.strength, noise.sigma());
+        let (w, h) = (luma.width, luma.height);
+        let mut clipped = luma.clone();
+        if let [a, b, ..] = neighbours {
+            for y in 0..h {
+                let row = &mut clipped.data[y * w..][..w];
+                clip_row(
+                    row,
+                    a.row(y),
+                    b.row(y),
+                    sigma * (2.0 - 1.5 * s),
+                    neighbours_agree(sigma),
+                );
+            }
+        }
+        let mut temporal = Plane::new(w, h);
+        for y in 0..h {
+            temporal_row(
+                &mut temporal.data[y * w..][..w],
+                clipped.row(y),
+                neighbours,
+                y,
+                inv_quarter(3.0 * sigma),
+            );
+        }
+        let spatial = |src: &Plane, reach: f32| {
+            let mut out = Plane::new(w, h);
+            for y in 0..h {
+                let rows = [src.row(y.saturating_sub(1)), src.row(y), src.row((y + 1).min(h - 1))];
+                spatial_row(rows, inv_quarter(reach), &mut out.data[y * w..][..w]);
+            }
+            out
+        };
+        let strong = spatial(&spatial(&temporal, 3.0 * sigma), 3.0 * SECOND_PASS * sigma);
+        flatten(&strong, &clipped, noise, s, FLAT_BAND)
+    }
+
+    #[test]
+    fn the_fused_bands_equal_the_passes_over_whole_planes() {
+        // Frames narrower and shorter than the halo, band edges inside and outside the halo,
+        // and every neighbour count the temporal pass handles.
+        let sizes = [
+            (1, 1),
+            (2, 3),
+            (3, 2),
+            (7, 11),
+            (40, 70),
+            (13, 137),
+            (33, 300),
+            (70, 200),
+        ];
+        for (i, (w, h)) in sizes.into_iter().enumerate() {
+            let clean = Plane::filled(w, h, 0.4);
+            let mut frames: Vec<Plane> = (0..5).map(|k| noisy(&clean, (10 * i + k) as u32, 0.04)).collect();
+            // An edge and a bright one-frame spot, so the weights take every value.
+            for (x, y) in (0..w).flat_map(|x| (0..h / 2).map(move |y| (x, y))) {
+                for f in frames.iter_mut() {
+                    f.set(x, y, f.get(x, y) + 0.3);
+                }
+            }
+            frames[0].set(w / 2, h / 2, 0.95);
+            let luma = frames.remove(0);
+            let noise = NoiseProfile::measure(&luma, &frames[0], &frames[1]);
+            for count in [0, 1, 2, 3, 4] {
+                let neighbours: Vec<&Plane> = frames[..count].iter().collect();
+                for strength in [1.0, 0.6] {
+                    let params = GrainParams { strength, radius: 1 };
+                    let whole = process_whole(&params, &luma, &neighbours, &noise);
+                    for band_height in [FLAT_BAND, 2 * FLAT_BAND, 3 * FLAT_BAND, 0] {
+                        let mut filter = GrainFilter::new();
+                        if band_height > 0 {
+                            filter.resize(w, h, band_height);
+                        }
+                        // Twice: the second frame must not see the first's rows.
+                        for _ in 0..2 {
+                            let mut fused = luma.clone();
+                            filter.process(&params, &mut fused, &neighbours, &noise);
+                            let same = fused
+                                .data
+                                .iter()
+                                .zip(&whole.data)
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(
+                                same,
+                                "{w}x{h}, {count} neighbours, strength {strength}, bands of {band_height}"
+                            );
+                        }
+                    }
+                    assert_ne!(whole, luma, "{w}x{h}, {count} neighbours: nothing filtered");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bands_share_out_evenly() {
+        // Two threads: 1080 rows in six bands (the last 120 rows), 720 in four (the last 144).
+        assert_eq!(band_height(1080, 2), 192);
+        assert_eq!(band_height(720, 2), 192);
+        for (h, threads) in [(1, 1), (70, 2), (720, 2), (1080, 2), (1080, 16), (2160, 8)] {
+            let rows = band_height(h, threads);
+            assert_eq!(rows % FLAT_BAND, 0, "{h} rows, {threads} threads");
+            assert!(
+                rows <= h.next_multiple_of(FLAT_BAND),
+                "{h} rows, {threads} threads: {rows}"
+            );
+        }
     }
 }
