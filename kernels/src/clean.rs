@@ -13,7 +13,7 @@ use crate::deflicker::{
 };
 use crate::frame::{Plane, WorkFrame};
 use crate::grain::{GrainFilter, GrainParams};
-use crate::motion::{chain, compensate, estimate, refine, MotionField};
+use crate::motion::{chain, compensate, compensate_lit, estimate, refine, MotionField};
 use crate::noise::NoiseProfile;
 use crate::restorer::{Stage, StageTimes};
 use crate::scratch::{ScratchParams, ScratchRemover};
@@ -128,7 +128,6 @@ impl Cleaner {
         if let (Some((offsets, pair)), true) = (neighbours, params.needs_motion()) {
             let start = Instant::now();
             self.motion(window, offsets);
-            self.compensate(centre, pair);
             self.far_neighbours(params, window, offsets);
             times.add(Stage::Motion, start);
             let start = Instant::now();
@@ -137,10 +136,16 @@ impl Cleaner {
             }
             times.add(Stage::Stabilise, start);
             let start = Instant::now();
+            self.relative = [GainField::FLAT; 2];
             if let Some(p) = &params.regional {
                 self.regional_deflicker(p, centre, pair, offsets);
             }
             times.add(Stage::Deflicker, start);
+            // After the regional fits (made on the pyramids), which light each compensated
+            // neighbour as its block rows are made rather than in a pass of their own.
+            let start = Instant::now();
+            self.compensate(centre, pair);
+            times.add(Stage::Motion, start);
             let start = Instant::now();
             let [a, b] = neighbour_views(&self.fields, &self.compensated, &self.tones, pair);
             // One measurement for every stage: the frame's level, and by brightness for the grain.
@@ -208,8 +213,9 @@ impl Cleaner {
         self.shift = self.stabiliser.correction(params, centre.starts_shot, &steps);
     }
 
-    /// Maps each compensated neighbour's regional light onto the centre's (so later stages see
-    /// flicker as no difference), and derives the centre's own correction from the same fits.
+    /// Fits each neighbour's regional light relative to the centre's (for [`Self::compensate`]
+    /// to map onto the centre's, so later stages see flicker as no difference), and derives the
+    /// centre's own correction from the same fits.
     fn regional_deflicker<T>(
         &mut self,
         params: &RegionalParams,
@@ -223,11 +229,6 @@ impl Cleaner {
             self.relative[i] =
                 self.regional
                     .relative_field(coarse, &self.fields[i], self.tones[i], REGIONAL_PAIR_LIMIT);
-            // Below a quarter of a per cent of gain anywhere, mapping the neighbour is not
-            // worth a full-resolution pass.
-            if self.relative[i].max_abs() > NEGLIGIBLE_FIELD {
-                self.relative[i].apply(&mut self.compensated[i]);
-            }
         }
         let fits = [(offsets[0], self.relative[0]), (offsets[1], self.relative[1])];
         self.regional_correction = self.regional.correction(params, centre.starts_shot, &fits);
@@ -268,7 +269,8 @@ impl Cleaner {
         }
     }
 
-    /// The neighbours moved onto the centre, in its light: one pass each, tone mapping included.
+    /// The neighbours moved onto the centre, in its light: one pass each, the overall tone
+    /// mapping and the regional light ([`Self::regional_deflicker`]) included.
     fn compensate<T>(&mut self, centre: &Slot<T>, pair: [&Slot<T>; 2]) {
         let (w, h) = (centre.frame.luma.width, centre.frame.luma.height);
         for (i, n) in pair.iter().enumerate() {
@@ -276,7 +278,9 @@ impl Cleaner {
             if (comp.width, comp.height) != (w, h) {
                 *comp = Plane::new(w, h);
             }
-            compensate(&n.frame.luma, &self.fields[i], self.tones[i], comp);
+            // Below a quarter of a per cent of gain anywhere, the regional light is left out.
+            let light = Some(&self.relative[i]).filter(|l| l.max_abs() > NEGLIGIBLE_FIELD);
+            compensate_lit(&n.frame.luma, &self.fields[i], self.tones[i], light, comp);
         }
     }
 }

@@ -403,11 +403,29 @@ impl GainField {
             tone.apply(plane);
             return;
         }
-        let (w, h) = (plane.width, plane.height);
+        let size = (plane.width, plane.height);
+        plane
+            .data
+            .par_chunks_mut(plane.width.max(1))
+            .enumerate()
+            .for_each(|(y, row)| {
+                self.apply_rows(size, y, tone, row);
+            });
+    }
+
+    /// [`Self::apply_then`] on `rows`, whole rows of a `w`x`h` plane from row `y0` on, the field
+    /// not flat: for a pass that makes a plane band by band to light each band while it is still
+    /// in cache.
+    pub fn apply_rows(&self, (w, h): (usize, usize), y0: usize, tone: ToneCorrection, rows: &mut [f32]) {
         let (sx, sy) = (unit_scale(w), unit_scale(h));
-        plane.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            apply_row(row, self.row(y as f32 * sy - 1.0), sx, tone);
-        });
+        for (dy, row) in rows.chunks_mut(w.max(1)).enumerate() {
+            let poly = self.row((y0 + dy) as f32 * sy - 1.0);
+            match tone == ToneCorrection::IDENTITY {
+                // The identity's multiply-add leaves a lit value (in [0, 1], never -0) as it is.
+                true => light_row(row, poly, sx),
+                false => apply_row(row, poly, sx, tone),
+            }
+        }
     }
 }
 
@@ -421,6 +439,17 @@ crate::simd::avx2_twin! {
             let nx = x as i32 as f32 * sx - 1.0;
             let lit = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
             *v = (lit * tone.gain + tone.offset).clamp(0.0, 1.0);
+        }
+    }
+}
+
+crate::simd::avx2_twin! {
+    /// [`apply_row`] with the identity tone.
+    fn light_row(row: &mut [f32], poly: [f32; 3], sx: f32) {
+        let [a, b, c] = poly;
+        for (x, v) in row.iter_mut().enumerate() {
+            let nx = x as i32 as f32 * sx - 1.0;
+            *v = (*v * gain_of(a + nx * (b + c * nx))).clamp(0.0, 1.0);
         }
     }
 }
