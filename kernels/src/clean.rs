@@ -109,11 +109,14 @@ impl Cleaner {
         self.stabiliser.apply(self.shift, out);
     }
 
-    /// Writes the cleaned centre frame of `window` into `out` (same geometry).
+    /// Writes the cleaned centre frame of `window` into `out` (same geometry), lit: its
+    /// regional correction and then `tone` (the overall deflicker's) applied last, after every
+    /// stage that compares it with its neighbours (in their light as they are).
     pub fn run<T>(
         &mut self,
         params: &CleanParams,
         window: &TemporalWindow<T>,
+        tone: ToneCorrection,
         out: &mut WorkFrame,
         times: &mut StageTimes,
     ) {
@@ -181,8 +184,13 @@ impl Cleaner {
                 for (slot, plane) in neighbours[2..].iter_mut().zip(far.iter()) {
                     *slot = plane;
                 }
-                self.grain
-                    .process(p, &mut out.luma, &neighbours[..2 + self.far_count], &noise);
+                // The light with the grain filter's last step, row by row.
+                let (light, size) = (self.regional_correction, (out.luma.width, out.luma.height));
+                let finish = |y: usize, row: &mut [f32]| light.apply_rows(size, y, tone, row);
+                let neighbours = &neighbours[..2 + self.far_count];
+                self.grain.process_then(p, &mut out.luma, neighbours, &noise, finish);
+                times.add(Stage::Grain, start);
+                return;
             }
             times.add(Stage::Grain, start);
         } else {
@@ -199,6 +207,9 @@ impl Cleaner {
                 times.add(Stage::Scratches, start);
             }
         }
+        let start = Instant::now();
+        self.regional_correction.apply_then(tone, &mut out.luma);
+        times.add(Stage::Deflicker, start);
     }
 
     fn stabilise<T>(&mut self, params: &StabiliseParams, centre: &Slot<T>, pair: [&Slot<T>; 2], offsets: [isize; 2]) {

@@ -413,10 +413,15 @@ impl GainField {
             });
     }
 
-    /// [`Self::apply_then`] on `rows`, whole rows of a `w`x`h` plane from row `y0` on, the field
-    /// not flat: for a pass that makes a plane band by band to light each band while it is still
-    /// in cache.
+    /// [`Self::apply_then`] on `rows`, whole rows of a `w`x`h` plane from row `y0` on: for a
+    /// pass that makes a plane band by band (or row by row) to light it while still in cache.
     pub fn apply_rows(&self, (w, h): (usize, usize), y0: usize, tone: ToneCorrection, rows: &mut [f32]) {
+        if self.is_flat() {
+            if tone != ToneCorrection::IDENTITY {
+                tone_row(rows, tone);
+            }
+            return;
+        }
         let (sx, sy) = (unit_scale(w), unit_scale(h));
         for (dy, row) in rows.chunks_mut(w.max(1)).enumerate() {
             let poly = self.row((y0 + dy) as f32 * sy - 1.0);

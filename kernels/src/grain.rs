@@ -59,8 +59,29 @@ impl GrainFilter {
     /// Filters `luma` in place against its compensated neighbours, given the noise measured
     /// against the nearest two ([`NoiseProfile::measure`]).
     pub fn process(&mut self, params: &GrainParams, luma: &mut Plane, neighbours: &[&Plane], noise: &NoiseProfile) {
+        self.process_then(params, luma, neighbours, noise, |_, _| {});
+    }
+
+    /// [`Self::process`], then `finish(y, row)` on every row `y` of the result as soon as it is
+    /// made (while in cache), once each, filtered or not: for a per-pixel pass that would
+    /// otherwise take a pass of its own over the frame (the restorer's light correction).
+    pub fn process_then<F>(
+        &mut self,
+        params: &GrainParams,
+        luma: &mut Plane,
+        neighbours: &[&Plane],
+        noise: &NoiseProfile,
+        finish: F,
+    ) where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
         let (s, sigma) = (params.strength.clamp(0.0, 1.0), noise.sigma());
         if s <= 0.0 || sigma <= 1e-4 {
+            let w = luma.width.max(1);
+            luma.data
+                .par_chunks_mut(w)
+                .enumerate()
+                .for_each(|(y, row)| finish(y, row));
             return;
         }
         let (w, h) = (luma.width, luma.height);
@@ -108,7 +129,7 @@ impl GrainFilter {
                 };
                 let smoothed = Spatial::new(temporal, smoothed, passes[0], h);
                 let mut strong = Spatial::new(smoothed, strong, passes[1], h);
-                flatten_band(&mut strong, sums, band * rows / w, out, step, h);
+                flatten_band(&mut strong, sums, (band * rows / w, out), step, h, &finish);
             });
         std::mem::swap(luma, &mut self.out);
     }
@@ -358,19 +379,23 @@ impl BandSums {
 /// its brightness, the area is flat and the pixel goes to the local mean; where texture or an
 /// edge raises the variance, it keeps its value, in proportion. The two 3x3 passes cannot
 /// reach far enough to flatten heavy, clumped grain, and SSIM (like the eye) reads leftover
-/// grain in flat areas as lost structure. Blended with the source's base by `strength`.
+/// grain in flat areas as lost structure. Blended with the source's base by `strength`, then
+/// each row `finish`ed.
 ///
 /// The local moments are box sums over (2r+1)^2 pixels, the border clamped: each row's
 /// horizontal sums, then running sums of those down the columns, started afresh every
 /// [`FLAT_BAND`] rows.
-fn flatten_band<S: RowSource>(
+fn flatten_band<S, F>(
     source: &mut S,
     sums: &mut BandSums,
-    y0: usize,
-    out: &mut [f32],
+    (y0, out): (usize, &mut [f32]),
     step: FlatStep,
     h: usize,
-) {
+    finish: &F,
+) where
+    S: RowSource,
+    F: Fn(usize, &mut [f32]),
+{
     let r = FLAT_RADIUS as isize;
     let w = sums.columns[0].len();
     let BandSums {
@@ -413,6 +438,7 @@ fn flatten_band<S: RowSource>(
         );
         let y = y as usize;
         flatten_row(row, [source.base(y), source.row(y)], slide, step);
+        finish(y, row);
     }
 }
 
@@ -816,7 +842,7 @@ mod tests {
             let mut source = PlaneRows { values: strong, base };
             let mut sums = BandSums::new(w, FLAT_RADIUS);
             let step = FlatStep::new(noise, strength);
-            flatten_band(&mut source, &mut sums, band * band_height, rows, step, h);
+            flatten_band(&mut source, &mut sums, (band * band_height, rows), step, h, &|_, _| {});
         }
         out
     }
@@ -1040,6 +1066,35 @@ mod tests {
                 rows <= h.next_multiple_of(FLAT_BAND),
                 "{h} rows, {threads} threads: {rows}"
             );
+        }
+    }
+
+    #[test]
+    fn every_row_is_finished_once_filtered_or_not() {
+        let clean = edges();
+        let (a, c, b) = (noisy(&clean, 1, 0.03), noisy(&clean, 2, 0.03), noisy(&clean, 3, 0.03));
+        let finish = |_: usize, row: &mut [f32]| row.iter_mut().for_each(|v| *v = *v * 0.5 + 0.25);
+        for strength in [1.0, 0.0] {
+            let params = GrainParams { strength, radius: 1 };
+            let mut then = c.clone();
+            let calls = std::sync::Mutex::new(vec![0; c.height]);
+            let counted = |y: usize, row: &mut [f32]| {
+                calls.lock().unwrap()[y] += 1;
+                finish(y, row);
+            };
+            GrainFilter::new().process_then(&params, &mut then, &[&a, &b], &NoiseProfile::flat(0.03), counted);
+            assert!(
+                calls.into_inner().unwrap().iter().all(|&n| n == 1),
+                "strength {strength}"
+            );
+            let mut after = c.clone();
+            GrainFilter::new().process(&params, &mut after, &[&a, &b], &NoiseProfile::flat(0.03));
+            after
+                .data
+                .chunks_mut(c.width)
+                .enumerate()
+                .for_each(|(y, row)| finish(y, row));
+            assert_eq!(then, after, "strength {strength}");
         }
     }
 }

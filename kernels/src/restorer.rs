@@ -274,14 +274,9 @@ impl<T> Restorer<T> {
             } else {
                 &mut self.restored
             };
-            self.cleaner.run(&params.clean, &self.window, target, &mut times);
-            blotch_pixels = self.cleaner.blotch_pixels;
-            let start = Instant::now();
-            // Both corrections in one pass over the frame.
             self.cleaner
-                .regional_correction
-                .apply_then(correction, &mut target.luma);
-            times.add(Stage::Deflicker, start);
+                .run(&params.clean, &self.window, correction, target, &mut times);
+            blotch_pixels = self.cleaner.blotch_pixels;
             let start = Instant::now();
             self.cleaner.apply_shift(target);
             times.add(Stage::Stabilise, start);
