@@ -126,6 +126,8 @@ impl Cleaner {
             .iter()
             .find_map(|&[a, b]| Some(([a, b], [window.neighbour(a)?, window.neighbour(b)?])));
         self.blotch_pixels = 0;
+        // Whether the grain filter applied the light with its last step.
+        let mut lit = false;
         self.regional_correction = GainField::FLAT;
         self.shift = (0.0, 0.0);
         if let (Some((offsets, pair)), true) = (neighbours, params.needs_motion()) {
@@ -189,8 +191,7 @@ impl Cleaner {
                 let finish = |y: usize, row: &mut [f32]| light.apply_rows(size, y, tone, row);
                 let neighbours = &neighbours[..2 + self.far_count];
                 self.grain.process_then(p, &mut out.luma, neighbours, &noise, finish);
-                times.add(Stage::Grain, start);
-                return;
+                lit = true;
             }
             times.add(Stage::Grain, start);
         } else {
@@ -207,9 +208,11 @@ impl Cleaner {
                 times.add(Stage::Scratches, start);
             }
         }
-        let start = Instant::now();
-        self.regional_correction.apply_then(tone, &mut out.luma);
-        times.add(Stage::Deflicker, start);
+        if !lit {
+            let start = Instant::now();
+            self.regional_correction.apply_then(tone, &mut out.luma);
+            times.add(Stage::Deflicker, start);
+        }
     }
 
     fn stabilise<T>(&mut self, params: &StabiliseParams, centre: &Slot<T>, pair: [&Slot<T>; 2], offsets: [isize; 2]) {
