@@ -399,8 +399,7 @@ impl GainField {
     /// Applies the field, then `tone`, in one pass over the plane (the same values as
     /// [`Self::apply`] followed by [`ToneCorrection::apply`]).
     pub fn apply_then(&self, tone: ToneCorrection, plane: &mut Plane) {
-        if self.is_flat() {
-            tone.apply(plane);
+        if self.is_flat() && tone == ToneCorrection::IDENTITY {
             return;
         }
         let size = (plane.width, plane.height);

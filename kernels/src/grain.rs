@@ -108,10 +108,10 @@ impl GrainFilter {
         // the range weights that protect edges.
         let passes = [inv_quarter(3.0 * sigma), inv_quarter(3.0 * SECOND_PASS * sigma)];
         let step = FlatStep::new(noise, s);
-        let rows = w * self.band_height;
+        let band_height = self.band_height;
         self.out
             .data
-            .par_chunks_mut(rows)
+            .par_chunks_mut(w * band_height)
             .zip(self.bands.par_iter_mut())
             .enumerate()
             .for_each(|(band, (out, work))| {
@@ -129,7 +129,7 @@ impl GrainFilter {
                 };
                 let smoothed = Spatial::new(temporal, smoothed, passes[0], h);
                 let mut strong = Spatial::new(smoothed, strong, passes[1], h);
-                flatten_band(&mut strong, sums, (band * rows / w, out), step, h, &finish);
+                flatten_band(&mut strong, sums, (band * band_height, out), step, h, &finish);
             });
         std::mem::swap(luma, &mut self.out);
     }

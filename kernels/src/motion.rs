@@ -771,7 +771,6 @@ pub fn compensate_lit(
     out: &mut Plane,
 ) {
     let (w, h) = (out.width, out.height);
-    let light = light.filter(|l| !l.is_flat());
     out.data.par_chunks_mut(w * BLOCK).enumerate().for_each(|(by, band)| {
         let vectors = &field.vectors[by.min(field.blocks_y - 1) * field.blocks_x..][..field.blocks_x];
         compensate_band(neighbour, vectors, tone, by * BLOCK, band);
