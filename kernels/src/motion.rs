@@ -125,21 +125,26 @@ impl Pyramid {
         }
         self.levels.truncate(count);
         for level in 0..count {
-            let (src_w, src_h) = (luma.width >> level, luma.height >> level);
-            let (dw, dh) = (src_w / 2, src_h / 2);
+            let (dw, dh) = ((luma.width >> level) / 2, (luma.height >> level) / 2);
             if self.levels.len() <= level {
                 self.levels.push(Plane::new(dw, dh));
             } else if (self.levels[level].width, self.levels[level].height) != (dw, dh) {
                 self.levels[level] = Plane::new(dw, dh);
             }
-            let (before, after) = self.levels.split_at_mut(level);
-            let src = if level == 0 { luma } else { &before[level - 1] };
-            downsample(src, &mut after[0]);
         }
         self.bytes.resize_with(count + 1, BytePlane::default);
-        for (level, bytes) in self.bytes.iter_mut().enumerate() {
-            let src = if level == 0 { luma } else { &self.levels[level - 1] };
-            bytes.quantise_from(src);
+        if count == 0 {
+            self.bytes[0].quantise_from(luma);
+            return;
+        }
+        let (full_bytes, rest) = self.bytes.split_at_mut(1);
+        first_level(luma, &mut self.levels[0], &mut full_bytes[0], &mut rest[0]);
+        for level in 1..count {
+            let (before, after) = self.levels.split_at_mut(level);
+            downsample(&before[level - 1], &mut after[0]);
+        }
+        for level in 2..=count {
+            self.bytes[level].quantise_from(&self.levels[level - 1]);
         }
     }
 
@@ -154,6 +159,40 @@ impl Pyramid {
 
     pub fn depth(&self) -> usize {
         self.levels.len() + 1
+    }
+}
+
+/// Rows of the half-size level per job of [`first_level`].
+const FIRST_LEVEL_BAND: usize = 8;
+
+/// The half-size level of `luma` and the 8-bit copies of both, in one pass: each job reads
+/// its rows of the frame once, for all three (the largest planes of the pyramid, and the
+/// frame's only read here), instead of a pass over the frame for each.
+fn first_level(luma: &Plane, half: &mut Plane, full_bytes: &mut BytePlane, half_bytes: &mut BytePlane) {
+    let (w, hw) = (luma.width, half.width);
+    full_bytes.resize(w, luma.height);
+    half_bytes.resize(hw, half.height);
+    half.data
+        .par_chunks_mut(hw * FIRST_LEVEL_BAND)
+        .zip(half_bytes.data.par_chunks_mut(hw * FIRST_LEVEL_BAND))
+        .zip(full_bytes.data.par_chunks_mut(2 * w * FIRST_LEVEL_BAND))
+        .enumerate()
+        .for_each(|(band, ((half_rows, half_byte_rows), full_byte_rows))| {
+            let rows = half_rows.chunks_exact_mut(hw).zip(half_byte_rows.chunks_exact_mut(hw));
+            for (i, (row, row_bytes)) in rows.enumerate() {
+                let y = 2 * (band * FIRST_LEVEL_BAND + i);
+                let (r0, r1) = (luma.row(y), luma.row(y + 1));
+                downsample_row(row, r0, r1);
+                quantise_run(row_bytes, row);
+                let (b0, b1) = full_byte_rows[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+                quantise_run(b0, r0);
+                quantise_run(b1, r1);
+            }
+        });
+    // An odd frame's last row has no pair in the half-size level.
+    if luma.height % 2 == 1 {
+        let y = luma.height - 1;
+        quantise_run(&mut full_bytes.data[y * w..], luma.row(y));
     }
 }
 
@@ -837,6 +876,43 @@ mod tests {
         let mut field = MotionField::default();
         estimate(&pc, &pn, tone, &mut field);
         field
+    }
+
+    /// Each level halved from the one before, then every level quantised: the passes one
+    /// after the other, which the fused first level must equal.
+    fn pyramid_by_passes(luma: &Plane, count: usize) -> (Vec<Plane>, Vec<BytePlane>) {
+        let mut levels: Vec<Plane> = Vec::new();
+        for level in 0..count {
+            let src = if level == 0 { luma } else { &levels[level - 1] };
+            let mut dst = Plane::new(src.width / 2, src.height / 2);
+            downsample(src, &mut dst);
+            levels.push(dst);
+        }
+        let bytes = std::iter::once(luma)
+            .chain(&levels)
+            .map(|plane| {
+                let mut b = BytePlane::default();
+                b.quantise_from(plane);
+                b
+            })
+            .collect();
+        (levels, bytes)
+    }
+
+    #[test]
+    fn the_fused_pyramid_equals_the_passes_one_after_the_other() {
+        // Even and odd sizes, a band count that divides the rows and one that does not, a
+        // frame too small for any level; rebuilt at a new size after a first one.
+        let mut pyramid = Pyramid::default();
+        for (w, h, count) in [(160, 128, 2), (203, 141, 2), (1280, 720, 4), (97, 16, 0), (641, 273, 3)] {
+            let luma = scene(w, h, (3, 1), 1.0);
+            pyramid.build(&luma);
+            let (levels, bytes) = pyramid_by_passes(&luma, count);
+            // Not `assert_eq!`: a failure would print whole planes.
+            assert_eq!(pyramid.depth(), count + 1, "{w}x{h}");
+            assert!(pyramid.levels == levels, "{w}x{h}: levels differ");
+            assert!(pyramid.bytes == bytes, "{w}x{h}: 8-bit levels differ");
+        }
     }
 
     #[test]

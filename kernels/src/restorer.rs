@@ -220,6 +220,12 @@ impl<T> Restorer<T> {
             .push_back((analyse_ms, start.elapsed().as_secs_f64() * 1e3));
     }
 
+    /// Whether [`Self::restore_next`] will have a frame to give right after the next
+    /// [`Self::push`] (not draining): a push adds one pending frame and takes none.
+    pub fn ready_after_push(&self) -> bool {
+        self.window.pending() + 1 > self.window.future()
+    }
+
     /// Whether [`Self::restore_next`] has a frame to give (all of its future neighbours have
     /// arrived, or `draining` and any frame is pending).
     pub fn is_ready(&self, draining: bool) -> bool {
@@ -359,6 +365,28 @@ mod tests {
         }
         assert_eq!(seen, (0..7).collect::<Vec<_>>());
         assert_eq!(r.take_evicted().count(), 5, "all but the last `past` frames returned");
+    }
+
+    #[test]
+    fn ready_after_push_foretells_is_ready() {
+        for future in [0, 1, 3] {
+            let mut r = Restorer::new(geometry(), 2, future);
+            let params = RestoreParams::default();
+            let mut out = WorkFrame::new(geometry());
+            let mut given = 0;
+            for i in 0..8u32 {
+                let foretold = r.ready_after_push();
+                r.push(textured(1.0), i, i == 4, &params);
+                assert_eq!(foretold, r.is_ready(false), "future {future}, frame {i}");
+                // Leave some frames pending on alternate pushes, to test more than one state.
+                if i % 2 == 1 {
+                    while r.restore_next(&params, Some(&mut out), false).is_some() {
+                        given += 1;
+                    }
+                }
+            }
+            assert!(given > 0, "future {future}: frames came out");
+        }
     }
 
     #[test]

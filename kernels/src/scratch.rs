@@ -18,6 +18,7 @@
 use crate::frame::Plane;
 use crate::grain::neighbours_agree;
 use crate::motion::MotionField;
+use crate::simd::avx2_twin;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,12 +43,18 @@ const ROW_RESIDUAL: f32 = 0.015;
 const MIN_COVERAGE: f32 = 0.55;
 /// Frames a scratch is remembered without being seen.
 const PERSISTENCE_DECAY: f32 = 0.6;
+/// Sampled rows summed together in one job of the line profile.
+const PROFILE_BAND: usize = 16;
 
 #[derive(Default)]
 pub struct ScratchRemover {
     profile: Vec<f32>,
     /// Fraction of rows whose residual has the sign of the column's mean.
     coverage: Vec<f32>,
+    /// Rows clearly darker, per column (while the profile is summed).
+    dark: Vec<f32>,
+    /// The line profile's sums per band of rows, reused.
+    band_sums: Vec<f32>,
     /// How strongly a scratch has been seen near each column recently (0..1).
     track: Vec<f32>,
     next_track: Vec<f32>,
@@ -91,42 +98,38 @@ impl ScratchRemover {
     fn line_profile(&mut self, luma: &Plane) {
         let w = luma.width;
         let step = (luma.height / 256).max(1);
-        let rows: Vec<usize> = (0..luma.height).step_by(step).collect();
-        // Per column: clipped residual sum, rows clearly brighter, rows clearly darker.
-        let sums = rows
-            .par_iter()
-            .fold(
-                || vec![[0.0f32; 3]; w],
-                |mut acc, &y| {
-                    let r = luma.row(y);
-                    for x in SIDE..w - SIDE {
-                        let residual = r[x] - 0.5 * (r[x - SIDE] + r[x + SIDE]);
-                        let a = &mut acc[x];
-                        a[0] += residual.clamp(-0.4, 0.4);
-                        a[1] += (residual > ROW_RESIDUAL) as u32 as f32;
-                        a[2] += (residual < -ROW_RESIDUAL) as u32 as f32;
-                    }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![[0.0f32; 3]; w],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        x[0] += y[0];
-                        x[1] += y[1];
-                        x[2] += y[2];
-                    }
-                    a
-                },
-            );
-        let n = rows.len() as f32;
-        self.profile.clear();
-        self.coverage.clear();
-        for s in sums {
-            let mean = s[0] / n;
-            self.profile.push(mean);
-            self.coverage.push(if mean >= 0.0 { s[1] } else { s[2] } / n);
+        let rows = luma.height.div_ceil(step);
+        // Per band of rows and per column: clipped residual sum, rows clearly brighter, rows
+        // clearly darker. Fixed bands summed in order: the sums (and so the columns found) do
+        // not depend on how the pool splits the work.
+        self.band_sums.resize(rows.div_ceil(PROFILE_BAND) * 3 * w, 0.0);
+        self.band_sums
+            .par_chunks_mut(3 * w)
+            .enumerate()
+            .for_each(|(band, sums)| {
+                sums.fill(0.0);
+                let (sum, rest) = sums.split_at_mut(w);
+                let (bright, dark) = rest.split_at_mut(w);
+                let first = band * PROFILE_BAND;
+                for k in first..(first + PROFILE_BAND).min(rows) {
+                    profile_row(luma.row(k * step), sum, bright, dark);
+                }
+            });
+        for column in [&mut self.profile, &mut self.coverage, &mut self.dark] {
+            column.clear();
+            column.resize(w, 0.0);
+        }
+        for sums in self.band_sums.chunks_exact(3 * w) {
+            let (sum, rest) = sums.split_at(w);
+            let (bright, dark) = rest.split_at(w);
+            add_to(&mut self.profile, sum);
+            add_to(&mut self.coverage, bright);
+            add_to(&mut self.dark, dark);
+        }
+        let n = rows as f32;
+        for ((mean, coverage), &dark) in self.profile.iter_mut().zip(self.coverage.iter_mut()).zip(&self.dark) {
+            *mean /= n;
+            *coverage = if *mean >= 0.0 { *coverage } else { dark } / n;
         }
     }
 
@@ -244,6 +247,30 @@ impl ScratchRemover {
                 }
             }
         }
+    }
+}
+
+avx2_twin! {
+    /// Adds one row's line residuals to the per-column sums (`r[x]` against the mean of the
+    /// pixels `SIDE` either side, for the columns that have both).
+    fn profile_row(r: &[f32], sum: &mut [f32], bright: &mut [f32], dark: &mut [f32]) {
+        let n = r.len() - 2 * SIDE;
+        let (left, centre, right) = (&r[..n], &r[SIDE..SIDE + n], &r[2 * SIDE..2 * SIDE + n]);
+        let sum = &mut sum[SIDE..SIDE + n];
+        let bright = &mut bright[SIDE..SIDE + n];
+        let dark = &mut dark[SIDE..SIDE + n];
+        for i in 0..n {
+            let residual = centre[i] - 0.5 * (left[i] + right[i]);
+            sum[i] += residual.clamp(-0.4, 0.4);
+            bright[i] += (residual > ROW_RESIDUAL) as u32 as f32;
+            dark[i] += (residual < -ROW_RESIDUAL) as u32 as f32;
+        }
+    }
+}
+
+fn add_to(total: &mut [f32], part: &[f32]) {
+    for (t, p) in total.iter_mut().zip(part) {
+        *t += p;
     }
 }
 
@@ -442,6 +469,22 @@ mod tests {
             }
         }
         assert!(last_err < 0.05, "scratch column still off by {last_err}");
+    }
+
+    #[test]
+    fn the_line_profile_does_not_depend_on_the_thread_count() {
+        let plane = scratched(&textured(203, 700, 5), 60, 0.9);
+        let profile = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut remover = ScratchRemover::new();
+            pool.install(|| remover.line_profile(&plane));
+            (remover.profile, remover.coverage)
+        };
+        let one = profile(1);
+        assert!(one.0[60] > 0.1 && one.1[60] > 0.9, "the scratch's column stands out");
+        for threads in [2, 3, 8] {
+            assert_eq!(profile(threads), one, "{threads} threads");
+        }
     }
 
     #[test]

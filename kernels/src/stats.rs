@@ -32,9 +32,10 @@ impl Default for FrameStats {
 
 impl FrameStats {
     pub fn compute(luma: &Plane) -> Self {
+        let samples = Samples::gather(luma);
         FrameStats {
-            quantiles: quantiles(luma),
-            thumb: thumbnail(luma),
+            quantiles: samples.quantiles(),
+            thumb: samples.thumbnail(),
         }
     }
 
@@ -55,59 +56,172 @@ fn sample_step(width: usize, height: usize) -> usize {
     ((n as f64 / 100_000.0).sqrt().floor() as usize).max(1)
 }
 
-fn quantiles(luma: &Plane) -> [f32; QUANTILES.len()] {
-    let mut hist = [0u32; HIST_BINS];
-    let step = sample_step(luma.width, luma.height);
-    let mut count = 0u64;
-    for y in (0..luma.height).step_by(step) {
-        for &v in luma.row(y).iter().step_by(step) {
-            let bin = (v.clamp(0.0, 1.0) * (HIST_BINS - 1) as f32 + 0.5) as usize;
-            hist[bin] += 1;
-            count += 1;
-        }
-    }
-    let mut out = [0.0; QUANTILES.len()];
-    let mut cumulative = 0u64;
-    let mut bin = 0usize;
-    for (q, slot) in QUANTILES.iter().zip(out.iter_mut()) {
-        let target = (*q as f64 * count as f64).ceil().max(1.0) as u64;
-        while bin < HIST_BINS && cumulative + (hist[bin] as u64) < target {
-            cumulative += hist[bin] as u64;
-            bin += 1;
-        }
-        *slot = bin.min(HIST_BINS - 1) as f32 / (HIST_BINS - 1) as f32;
-    }
-    out
+/// One pass over the subsampled pixels: the histogram the quantiles come from and the
+/// thumbnail cells' sums.
+struct Samples {
+    hist: [u32; HIST_BINS],
+    count: u64,
+    sums: [f64; THUMB_W * THUMB_H],
+    counts: [u32; THUMB_W * THUMB_H],
 }
 
-fn thumbnail(luma: &Plane) -> [f32; THUMB_W * THUMB_H] {
-    let mut sums = [0.0f64; THUMB_W * THUMB_H];
-    let mut counts = [0u32; THUMB_W * THUMB_H];
-    let step = sample_step(luma.width, luma.height);
-    for y in (0..luma.height).step_by(step) {
-        let ty = y * THUMB_H / luma.height;
-        for (x, &v) in luma.row(y).iter().enumerate().step_by(step) {
-            let cell = ty * THUMB_W + x * THUMB_W / luma.width;
-            sums[cell] += v as f64;
-            counts[cell] += 1;
-        }
-    }
-    let mut thumb = [0.0f32; THUMB_W * THUMB_H];
-    let overall = sums.iter().sum::<f64>() / counts.iter().map(|&c| c as f64).sum::<f64>().max(1.0);
-    for i in 0..thumb.len() {
-        // Frames smaller than the grid leave cells empty: give them the frame mean.
-        thumb[i] = if counts[i] > 0 {
-            (sums[i] / counts[i] as f64) as f32
-        } else {
-            overall as f32
+impl Samples {
+    fn gather(luma: &Plane) -> Self {
+        let mut s = Samples {
+            hist: [0; HIST_BINS],
+            count: 0,
+            sums: [0.0; THUMB_W * THUMB_H],
+            counts: [0; THUMB_W * THUMB_H],
         };
+        let step = sample_step(luma.width, luma.height);
+        // The sampled columns of each thumbnail column, as a range of sample indices (the
+        // cell of column x is x * THUMB_W / width, which only grows with x): no division per
+        // sample.
+        let columns = luma.width.div_ceil(step);
+        let mut bounds = [columns; THUMB_W + 1];
+        for cx in (0..THUMB_W).rev() {
+            let first = (0..bounds[cx + 1])
+                .rev()
+                .take_while(|i| i * step * THUMB_W / luma.width >= cx)
+                .count();
+            bounds[cx] = bounds[cx + 1] - first;
+        }
+        for y in (0..luma.height).step_by(step) {
+            let row = luma.row(y);
+            let cells = (y * THUMB_H / luma.height) * THUMB_W;
+            for cx in 0..THUMB_W {
+                let (lo, hi) = (bounds[cx], bounds[cx + 1]);
+                let mut sum = s.sums[cells + cx];
+                for i in lo..hi {
+                    let v = row[i * step];
+                    sum += v as f64;
+                    s.hist[(v.clamp(0.0, 1.0) * (HIST_BINS - 1) as f32 + 0.5) as usize] += 1;
+                }
+                s.sums[cells + cx] = sum;
+                s.counts[cells + cx] += (hi - lo) as u32;
+            }
+            s.count += columns as u64;
+        }
+        s
     }
-    thumb
+
+    fn quantiles(&self) -> [f32; QUANTILES.len()] {
+        let mut out = [0.0; QUANTILES.len()];
+        let mut cumulative = 0u64;
+        let mut bin = 0usize;
+        for (q, slot) in QUANTILES.iter().zip(out.iter_mut()) {
+            let target = (*q as f64 * self.count as f64).ceil().max(1.0) as u64;
+            while bin < HIST_BINS && cumulative + (self.hist[bin] as u64) < target {
+                cumulative += self.hist[bin] as u64;
+                bin += 1;
+            }
+            *slot = bin.min(HIST_BINS - 1) as f32 / (HIST_BINS - 1) as f32;
+        }
+        out
+    }
+
+    fn thumbnail(&self) -> [f32; THUMB_W * THUMB_H] {
+        let mut thumb = [0.0f32; THUMB_W * THUMB_H];
+        let total = self.counts.iter().map(|&c| c as f64).sum::<f64>().max(1.0);
+        let overall = self.sums.iter().sum::<f64>() / total;
+        for i in 0..thumb.len() {
+            // Frames smaller than the grid leave cells empty: give them the frame mean.
+            thumb[i] = if self.counts[i] > 0 {
+                (self.sums[i] / self.counts[i] as f64) as f32
+            } else {
+                overall as f32
+            };
+        }
+        thumb
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statistics as first written, two passes with a division per sample: what the
+    /// one-pass [`Samples`] must equal.
+    fn reference(luma: &Plane) -> FrameStats {
+        FrameStats {
+            quantiles: quantiles(luma),
+            thumb: thumbnail(luma),
+        }
+    }
+
+    fn quantiles(luma: &Plane) -> [f32; QUANTILES.len()] {
+        let mut hist = [0u32; HIST_BINS];
+        let step = sample_step(luma.width, luma.height);
+        let mut count = 0u64;
+        for y in (0..luma.height).step_by(step) {
+            for &v in luma.row(y).iter().step_by(step) {
+                let bin = (v.clamp(0.0, 1.0) * (HIST_BINS - 1) as f32 + 0.5) as usize;
+                hist[bin] += 1;
+                count += 1;
+            }
+        }
+        let mut out = [0.0; QUANTILES.len()];
+        let mut cumulative = 0u64;
+        let mut bin = 0usize;
+        for (q, slot) in QUANTILES.iter().zip(out.iter_mut()) {
+            let target = (*q as f64 * count as f64).ceil().max(1.0) as u64;
+            while bin < HIST_BINS && cumulative + (hist[bin] as u64) < target {
+                cumulative += hist[bin] as u64;
+                bin += 1;
+            }
+            *slot = bin.min(HIST_BINS - 1) as f32 / (HIST_BINS - 1) as f32;
+        }
+        out
+    }
+
+    fn thumbnail(luma: &Plane) -> [f32; THUMB_W * THUMB_H] {
+        let mut sums = [0.0f64; THUMB_W * THUMB_H];
+        let mut counts = [0u32; THUMB_W * THUMB_H];
+        let step = sample_step(luma.width, luma.height);
+        for y in (0..luma.height).step_by(step) {
+            let ty = y * THUMB_H / luma.height;
+            for (x, &v) in luma.row(y).iter().enumerate().step_by(step) {
+                let cell = ty * THUMB_W + x * THUMB_W / luma.width;
+                sums[cell] += v as f64;
+                counts[cell] += 1;
+            }
+        }
+        let mut thumb = [0.0f32; THUMB_W * THUMB_H];
+        let overall = sums.iter().sum::<f64>() / counts.iter().map(|&c| c as f64).sum::<f64>().max(1.0);
+        for i in 0..thumb.len() {
+            // Frames smaller than the grid leave cells empty: give them the frame mean.
+            thumb[i] = if counts[i] > 0 {
+                (sums[i] / counts[i] as f64) as f32
+            } else {
+                overall as f32
+            };
+        }
+        thumb
+    }
+
+    #[test]
+    fn one_pass_equals_the_two_pass_reference() {
+        let mut seed = 7u32;
+        for (w, h) in [
+            (1280, 720),
+            (1920, 1080),
+            (641, 273),
+            (15, 11),
+            (1, 1),
+            (17, 300),
+            (3000, 2),
+        ] {
+            let mut p = Plane::new(w, h);
+            for (i, v) in p.data.iter_mut().enumerate() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                // Out-of-range values too: the histogram clamps them.
+                *v = ((i % w) as f32 / w as f32) * 0.8 + (seed >> 8) as f32 / (1u32 << 24) as f32 * 0.5 - 0.1;
+            }
+            assert_eq!(FrameStats::compute(&p), reference(&p), "{w}x{h}");
+        }
+    }
 
     #[test]
     fn quantiles_of_a_ramp_are_its_levels() {

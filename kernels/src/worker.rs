@@ -14,7 +14,9 @@ use crate::frame::{Geometry, WorkFrame};
 use crate::pool::{FramePool, FrameReturner};
 use crate::restorer::{RestoreParams, Restored, Restorer};
 use crossbeam_channel::{bounded, select, Receiver, Select, Sender};
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use thiserror::Error;
@@ -37,6 +39,19 @@ enum Job<T> {
     },
     Drain(RestoreParams),
     Reset,
+}
+
+/// A submitted frame on its way into the restorer.
+struct Arrival<T> {
+    frame: Box<WorkFrame>,
+    tag: T,
+    discontinuity: bool,
+}
+
+impl<T> Arrival<T> {
+    fn push_into(self, restorer: &mut Restorer<T>, params: &RestoreParams) {
+        restorer.push(self.frame, self.tag, self.discontinuity, params);
+    }
 }
 
 /// A stage run after the classic stages on every restored frame, possibly holding frames back
@@ -374,8 +389,70 @@ fn fail<T>(
 /// (about 20 µs measured on the development VM, against well under 1 µs from inside), and one
 /// frame's stages run some fifty of them. Only pure computation goes through here, never a
 /// wait on another thread, so a pool thread is never held blocked.
+///
+/// While `f` runs, the pool's other threads are kept awake ([`keep_awake`]): between two
+/// parallel loops a frame has short serial steps, and a pool thread left idle for about
+/// 50 µs goes to sleep, so the next loop paid a futex wake-up (some 28 a frame at 720p, 8%
+/// of the worker's time in the kernel on the development VM).
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+    rayon::scope(|_| {
+        // Held until the keep-awake jobs have finished: `in_place_scope` waits for them
+        // here, on this thread.
+        let _busy = Busy::enter();
+        let done = &AtomicBool::new(false);
+        rayon::in_place_scope(|scope| {
+            for _ in 1..rayon::current_num_threads() {
+                scope.spawn(move |_| keep_awake(done));
+            }
+            let result = f();
+            done.store(true, Ordering::Release);
+            result
+        })
+    })
+}
+
+/// Runs the pool's pending jobs, yielding the core between them, until `done`. On a busy
+/// thread it returns at once: the thread running the frame may pop it while it waits inside a
+/// join, and spinning there would wait on itself; a thread keeping awake for another stream's
+/// frame could not see that frame end until this one's did. (With several streams, a thread
+/// keeping awake for one may still take up another's whole frame, as an idle thread would;
+/// the first frame's trip then ends when that one does.)
+fn keep_awake(done: &AtomicBool) {
+    if BUSY.get() {
+        return;
+    }
+    let _busy = Busy::enter();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            // Nothing to take: let the decoder or the encoder have the core meanwhile.
+            std::thread::yield_now();
+        }
+    }
+}
+
+thread_local! {
+    /// Whether this thread runs a frame ([`on_pool`]) or keeps the pool awake for one.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the thread busy until dropped (a job it runs may panic), then restores what it was:
+/// a thread keeping awake may itself take up another stream's whole frame.
+struct Busy {
+    was: bool,
+}
+
+impl Busy {
+    fn enter() -> Self {
+        Busy {
+            was: BUSY.replace(true),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.set(self.was);
+    }
 }
 
 fn run<T: Send>(
@@ -386,28 +463,42 @@ fn run<T: Send>(
     output_pool: FramePool,
     post: &mut Option<PostRunner<T>>,
 ) {
+    // Restores frames while the window is ready. `arriving` is a frame to push first: it goes
+    // onto the pool in the same trip as the restoration it makes ready, one trip a frame (each
+    // trip is a wake-up of a pool thread and of this one).
     let emit = |restorer: &mut Restorer<T>,
                 post: &mut Option<PostRunner<T>>,
                 params: &RestoreParams,
-                draining: bool|
+                draining: bool,
+                mut arriving: Option<Arrival<T>>|
      -> bool {
         loop {
-            let start = Instant::now();
-            let mut output = if params.bypass || !restorer.is_ready(draining) {
-                None
-            } else {
-                Some(output_pool.get())
+            let ready = match arriving {
+                Some(_) => restorer.ready_after_push(),
+                None => restorer.is_ready(draining),
             };
-            let Some(restored) = on_pool(|| restorer.restore_next(params, output.as_deref_mut(), draining)) else {
-                if let Some(frame) = output {
-                    output_pool.put(frame);
+            if !ready {
+                if let Some(frame) = arriving.take() {
+                    on_pool(|| frame.push_into(restorer, params));
                 }
                 return true;
-            };
+            }
+            let waited = Instant::now();
+            let mut output = (!params.bypass).then(|| output_pool.get());
+            let waited_ms = waited.elapsed().as_secs_f64() * 1e3;
+            let (restored, restore_ms) = on_pool(|| {
+                if let Some(frame) = arriving.take() {
+                    frame.push_into(restorer, params);
+                }
+                let start = Instant::now();
+                let restored = restorer.restore_next(params, output.as_deref_mut(), draining);
+                (restored, start.elapsed().as_secs_f64() * 1e3)
+            });
+            let restored = restored.expect("restore_next gives a frame once the window is ready");
             for frame in restorer.take_evicted() {
                 input_returner.put(frame);
             }
-            let processing_ms = start.elapsed().as_secs_f64() * 1e3 + restored.arrival_ms;
+            let processing_ms = waited_ms + restore_ms + restored.arrival_ms;
             // A compare view is composed already: the post stage would see the original half too.
             let use_post = params.compare == crate::compare::CompareMode::None;
             if !deliver(post, &done, output, restored, processing_ms, use_post) {
@@ -423,11 +514,17 @@ fn run<T: Send>(
                 discontinuity,
                 params,
             } => {
-                on_pool(|| restorer.push(frame, tag, discontinuity, &params));
-                emit(&mut restorer, post, &params, false)
+                let arriving = Arrival {
+                    frame,
+                    tag,
+                    discontinuity,
+                };
+                emit(&mut restorer, post, &params, false, Some(arriving))
             }
             Job::Drain(params) => {
-                emit(&mut restorer, post, &params, true) && drain_post(post, &done) && done.send(Done::Drained).is_ok()
+                emit(&mut restorer, post, &params, true, None)
+                    && drain_post(post, &done)
+                    && done.send(Done::Drained).is_ok()
             }
             Job::Reset => {
                 restorer.reset();
@@ -466,6 +563,30 @@ fn drain_post<T>(post: &mut Option<PostRunner<T>>, done: &Sender<Done<T>>) -> bo
 mod tests {
     use super::*;
     use crate::frame::Chroma;
+    use rayon::prelude::*;
+
+    #[test]
+    fn frames_of_several_streams_on_the_pool_at_once_all_finish() {
+        // Each caller's frame keeps the pool awake while the others' do too: nested or
+        // stolen keep-awake jobs must neither hang nor change a result.
+        let sums: Vec<u64> = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..4u64)
+                .map(|k| {
+                    s.spawn(move || {
+                        (0..30)
+                            .map(|_| on_pool(|| (0..20_000u64).into_par_iter().map(|i| i * k).sum::<u64>()))
+                            .sum::<u64>()
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for (k, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum, 30 * k as u64 * (20_000 * 19_999 / 2), "caller {k}");
+        }
+        let marked = rayon::broadcast(|_| BUSY.get());
+        assert!(marked.iter().all(|&busy| !busy), "no pool thread is left marked busy");
+    }
 
     fn geometry() -> Geometry {
         Geometry {
