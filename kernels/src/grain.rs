@@ -287,9 +287,16 @@ impl RowSource for Temporal<'_> {
         while self.rows.next <= c {
             let y = self.rows.next;
             let base = self.clipped.slot(y);
-            base.copy_from_slice(input.luma.row(y));
-            if let Some(clip) = &input.spikes {
-                clip_row(base, clip.a.row(y), clip.b.row(y), clip.margin, clip.agree);
+            match &input.spikes {
+                Some(clip) => clip_row(
+                    base,
+                    input.luma.row(y),
+                    clip.a.row(y),
+                    clip.b.row(y),
+                    clip.margin,
+                    clip.agree,
+                ),
+                None => base.copy_from_slice(input.luma.row(y)),
             }
             temporal_row(self.rows.slot(y), base, input.neighbours, y, input.inv);
             self.rows.next += 1;
@@ -559,13 +566,14 @@ avx2_twin! {
     /// those agree with each other (a static or well-compensated area), like a
     /// motion-compensated median limited to small deviations. The temporal average alone
     /// cannot: it gives outliers no weight. Branch-free (a select per pixel), so the loop
-    /// vectorises.
-    fn clip_row(row: &mut [f32], a: &[f32], b: &[f32], margin: f32, agree: f32) {
-        for ((v, &va), &vb) in row.iter_mut().zip(a).zip(b) {
+    /// vectorises. Writes `row` clipped into `out`: the row is read where it lies, not copied
+    /// first.
+    fn clip_row(out: &mut [f32], row: &[f32], a: &[f32], b: &[f32], margin: f32, agree: f32) {
+        for (((o, &v), &va), &vb) in out.iter_mut().zip(row).zip(a).zip(b) {
             let (lo, hi) = (va.min(vb) - margin, va.max(vb) + margin);
             let clipped = v.max(lo).min(hi);
-            let take = ((va - vb).abs() <= agree) & ((*v - clipped).abs() < SPIKE_CAP);
-            *v = if take { clipped } else { *v };
+            let take = ((va - vb).abs() <= agree) & ((v - clipped).abs() < SPIKE_CAP);
+            *o = if take { clipped } else { v };
         }
     }
 }
@@ -968,6 +976,7 @@ mod tests {
                 let row = &mut clipped.data[y * w..][..w];
                 clip_row(
                     row,
+                    luma.row(y),
                     a.row(y),
                     b.row(y),
                     sigma * (2.0 - 1.5 * s),
