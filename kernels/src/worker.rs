@@ -396,19 +396,23 @@ fn fail<T>(
 /// of the worker's time in the kernel on the development VM).
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| {
-        // Held until the keep-awake jobs have finished: `in_place_scope` waits for them
-        // here, on this thread.
+        // Held until every keep-awake job has finished (they are joined below, on this thread).
         let _busy = Busy::enter();
-        let done = &AtomicBool::new(false);
-        rayon::in_place_scope(|scope| {
-            for _ in 1..rayon::current_num_threads() {
-                scope.spawn(move |_| keep_awake(done));
-            }
-            let result = f();
-            done.store(true, Ordering::Release);
-            result
-        })
+        let done = AtomicBool::new(false);
+        kept_awake(rayon::current_num_threads() - 1, &done, f)
     })
+}
+
+/// Runs `f` beside `keepers` [`keep_awake`] jobs, then tells them it is done. Joined rather
+/// than spawned, so no job is allocated: each waits on this thread's deque, the oldest first
+/// in line for a thief, and one no thread took runs here at the end and returns at once.
+fn kept_awake<R: Send>(keepers: usize, done: &AtomicBool, f: impl FnOnce() -> R + Send) -> R {
+    if keepers == 0 {
+        let result = f();
+        done.store(true, Ordering::Release);
+        return result;
+    }
+    rayon::join(|| kept_awake(keepers - 1, done, f), || keep_awake(done)).0
 }
 
 /// Runs the pool's pending jobs, yielding the core between them, until `done`. On a busy
