@@ -399,9 +399,15 @@ fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         // Held until every keep-awake job has finished (they are joined below, on this thread).
         let _busy = Busy::enter();
         let done = AtomicBool::new(false);
-        kept_awake(rayon::current_num_threads() - 1, &done, f)
+        let keepers = (rayon::current_num_threads() - 1).min(MAX_KEEPERS);
+        kept_awake(keepers, &done, f)
     })
 }
+
+/// Pool threads at most kept awake beside the one running a frame (the wake-ups were measured
+/// on 2 cores, where one is). On a large pool the rest sleep between loops as before, so a
+/// frame's trip does not hold every core of a shared server spinning.
+const MAX_KEEPERS: usize = 3;
 
 /// Runs `f` beside `keepers` [`keep_awake`] jobs, then tells them it is done. Joined rather
 /// than spawned, so no job is allocated: each waits on this thread's deque, the oldest first
@@ -572,14 +578,16 @@ mod tests {
     #[test]
     fn frames_of_several_streams_on_the_pool_at_once_all_finish() {
         // Each caller's frame keeps the pool awake while the others' do too: nested or
-        // stolen keep-awake jobs must neither hang nor change a result.
+        // stolen keep-awake jobs must neither hang nor change a result. A pool of its own, so
+        // that no other test's frames are on it when it is checked at the end.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
         let sums: Vec<u64> = std::thread::scope(|s| {
             let callers: Vec<_> = (0..4u64)
                 .map(|k| {
+                    let pool = &pool;
                     s.spawn(move || {
-                        (0..30)
-                            .map(|_| on_pool(|| (0..20_000u64).into_par_iter().map(|i| i * k).sum::<u64>()))
-                            .sum::<u64>()
+                        let frame = || (0..20_000u64).into_par_iter().map(|i| i * k).sum::<u64>();
+                        (0..30).map(|_| pool.install(|| on_pool(frame))).sum::<u64>()
                     })
                 })
                 .collect();
@@ -588,8 +596,19 @@ mod tests {
         for (k, sum) in sums.into_iter().enumerate() {
             assert_eq!(sum, 30 * k as u64 * (20_000 * 19_999 / 2), "caller {k}");
         }
-        let marked = rayon::broadcast(|_| BUSY.get());
+        let marked = pool.broadcast(|_| BUSY.get());
         assert!(marked.iter().all(|&busy| !busy), "no pool thread is left marked busy");
+    }
+
+    #[test]
+    fn busy_marks_nest_and_restore() {
+        assert!(!BUSY.get());
+        let outer = Busy::enter();
+        let inner = Busy::enter();
+        drop(inner);
+        assert!(BUSY.get(), "the outer mark stays after the inner one ends");
+        drop(outer);
+        assert!(!BUSY.get());
     }
 
     fn geometry() -> Geometry {
