@@ -414,9 +414,10 @@ const MAX_KEEPERS: usize = 3;
 /// in line for a thief, and one no thread took runs here at the end and returns at once.
 fn kept_awake<R: Send>(keepers: usize, done: &AtomicBool, f: impl FnOnce() -> R + Send) -> R {
     if keepers == 0 {
-        let result = f();
-        done.store(true, Ordering::Release);
-        return result;
+        // Set when `f` returns or panics: a join waits for its other half before passing a
+        // panic on, so a keeper never told would hold the panic, and the stream, for ever.
+        let _done = SetOnDrop(done);
+        return f();
     }
     rayon::join(|| kept_awake(keepers - 1, done, f), || keep_awake(done)).0
 }
@@ -437,6 +438,15 @@ fn keep_awake(done: &AtomicBool) {
             // Nothing to take: let the decoder or the encoder have the core meanwhile.
             std::thread::yield_now();
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -598,6 +608,20 @@ mod tests {
         }
         let marked = pool.broadcast(|_| BUSY.get());
         assert!(marked.iter().all(|&busy| !busy), "no pool thread is left marked busy");
+    }
+
+    #[test]
+    fn a_panic_in_a_frame_reaches_the_caller_instead_of_hanging() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let frame = std::panic::AssertUnwindSafe(|| pool.install(|| on_pool(|| panic!("a stage failed"))));
+            let result = std::panic::catch_unwind(frame);
+            tx.send(result.is_err()).unwrap();
+        });
+        // A hang would be the keeper spinning for a frame that never ends: fail, not wait.
+        let panicked = rx.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(panicked, Ok(true), "the panic came back to the caller");
     }
 
     #[test]
