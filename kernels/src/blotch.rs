@@ -108,13 +108,14 @@ impl BlotchRemover {
         out: &mut Plane,
     ) -> usize {
         let n = centre.data.len();
-        self.grown.clear();
+        // No clearing pass over either plane: `detect_seeds` writes every seed byte and
+        // `grow` copies them all into `grown`.
         self.grown.resize(n, 0);
         if params.strength <= 0.0 {
             // An empty mask, so that nothing reads the last frame's as this one's.
+            self.grown.fill(0);
             return 0;
         }
-        self.mask.clear();
         self.mask.resize(n, 0);
         // Strength 0.5 asks for a spike of ~5 sigma (and at least 0.06) on both sides.
         let k = 7.0 - 4.0 * params.strength.clamp(0.0, 1.0);
@@ -161,7 +162,8 @@ impl BlotchRemover {
     /// otherwise well tracked.
     fn drop_untracked_regions(&mut self, centre: &Plane, fa: &Plane, fb: &Plane, sigma: f32) {
         let (w, h) = (centre.width, centre.height);
-        self.seen.clear();
+        // All false between frames: only region pixels, all of them in `members`, are marked,
+        // and they are unmarked below (not a clearing pass over the frame).
         self.seen.resize(w * h, false);
         let limit = RING_SIGMAS * sigma + 0.01;
         // In raster order, as a scan of the whole mask would meet the regions: dropping one
@@ -184,6 +186,9 @@ impl BlotchRemover {
                     self.grown[p] = 0;
                 }
             }
+        }
+        for &p in &self.members {
+            self.seen[p] = false;
         }
     }
 
@@ -466,6 +471,10 @@ mod tests {
     }
 
     fn run(frames: [&Plane; 3], params: BlotchParams) -> (Plane, usize) {
+        run_with(&mut BlotchRemover::new(), frames, params)
+    }
+
+    fn run_with(remover: &mut BlotchRemover, frames: [&Plane; 3], params: BlotchParams) -> (Plane, usize) {
         let [prev, centre, next] = frames;
         let pyr = |p: &Plane| {
             let mut py = Pyramid::default();
@@ -495,8 +504,45 @@ mod tests {
             tone: ToneCorrection::IDENTITY,
         };
         let mut out = Plane::new(centre.width, centre.height);
-        let n = BlotchRemover::new().process(&params, centre, &a, &b, &mut out);
+        let n = remover.process(&params, centre, &a, &b, &mut out);
         (out, n)
+    }
+
+    #[test]
+    fn a_reused_remover_answers_as_a_fresh_one() {
+        // Its planes are not cleared between frames (every byte is rewritten, the marks of
+        // the region search are undone): blotches in different places, a frame size change,
+        // and a frame with the stage off must leave nothing behind for the next.
+        let blotched = |w: usize, h: usize, x0: usize, level: f32| {
+            let frames = [textured(w, h, -2, 1), textured(w, h, 0, 2), textured(w, h, 2, 3)];
+            let [prev, mut centre, next] = frames;
+            for y in 20..26 {
+                for x in x0..x0 + 7 {
+                    centre.set(x, y, level);
+                }
+            }
+            [prev, centre, next]
+        };
+        let off = BlotchParams {
+            strength: 0.0,
+            ..BlotchParams::default()
+        };
+        let cases = [
+            (blotched(96, 64, 40, 0.02), BlotchParams::default()),
+            (blotched(96, 64, 10, 0.98), BlotchParams::default()),
+            (blotched(96, 64, 60, 0.02), off),
+            (blotched(80, 72, 50, 0.02), BlotchParams::default()),
+            (blotched(96, 64, 40, 0.02), BlotchParams::default()),
+        ];
+        let mut reused = BlotchRemover::new();
+        for (i, ([prev, centre, next], params)) in cases.iter().enumerate() {
+            let again = run_with(&mut reused, [prev, centre, next], *params);
+            let mut new = BlotchRemover::new();
+            let fresh = run_with(&mut new, [prev, centre, next], *params);
+            assert!(again == fresh, "frame {i}: the reused remover's output differs");
+            assert!(reused.last_mask() == new.last_mask(), "frame {i}: the masks differ");
+            assert!(reused.seen.iter().all(|&s| !s), "frame {i}: region marks left");
+        }
     }
 
     /// The real-motion check as first written: clamped reads everywhere.
