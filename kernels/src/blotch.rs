@@ -523,10 +523,7 @@ mod tests {
             }
             [prev, centre, next]
         };
-        let off = BlotchParams {
-            strength: 0.0,
-            ..BlotchParams::default()
-        };
+        let off = BlotchParams { strength: 0.0 };
         let cases = [
             (blotched(96, 64, 40, 0.02), BlotchParams::default()),
             (blotched(96, 64, 10, 0.98), BlotchParams::default()),
