@@ -221,9 +221,9 @@ impl<T> Restorer<T> {
     }
 
     /// Whether [`Self::restore_next`] will have a frame to give right after the next
-    /// [`Self::push`] (not draining): a push adds one pending frame and takes none.
+    /// [`Self::push`] (not draining).
     pub fn ready_after_push(&self) -> bool {
-        self.window.pending() + 1 > self.window.future()
+        self.window.ready_after_push()
     }
 
     /// Whether [`Self::restore_next`] has a frame to give (all of its future neighbours have

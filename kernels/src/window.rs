@@ -107,7 +107,16 @@ impl<T> TemporalWindow<T> {
 
     /// Whether the next frame has all its future neighbours (or `draining` and there is one).
     pub fn is_ready(&self, draining: bool) -> bool {
-        let pending = self.pending();
+        self.ready_with(self.pending(), draining)
+    }
+
+    /// Whether [`Self::is_ready`] (not draining) will hold right after the next
+    /// [`Self::push`]: a push adds one pending frame and takes none.
+    pub fn ready_after_push(&self) -> bool {
+        self.ready_with(self.pending() + 1, false)
+    }
+
+    fn ready_with(&self, pending: usize, draining: bool) -> bool {
         if draining {
             pending > 0
         } else {
