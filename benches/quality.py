@@ -187,7 +187,7 @@ def main():
         lines.append(f"| {method} | {fmt(mean('psnr_y'), 2)} | {fmt(mean('ssim'))} | {fmt(mean('blotch_error_ratio'))} | "
                      f"{fmt(mean('scratch_error_ratio'))} | {fmt(mean('flicker_vs_ref'))} | {fmt(mean('flicker'))} | "
                      f"{fmt(mean('sharpness_kept'))} | {fmt(mean('detail_kept'))} | {fmt(fps, 1)} |")
-    # The means hide which cases lose: oldfilmrestore (defaults) case by case, beside the input.
+    # The means hide which cases lose: oldfilmrestore (with any --set given) case by case, beside the input.
     lines += ["", "Case by case (oldfilmrestore with the settings above; input in brackets).", "",
               "| clip | seed | strength | format | PSNR-Y dB | SSIM | blotch err / input | scratch err / input |",
               "|---|---|---|---|---|---|---|---|"]

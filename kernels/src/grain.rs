@@ -166,7 +166,7 @@ const LEFT_VARIANCE: f32 = 0.14;
 /// (SSIM 0.9289 at 0.06, 0.9295 at 0.08 and 0.084, 0.9293 at 0.10, 0.9277 at 0.14, the
 /// three-frame value used before). Three frames give `LEFT_VARIANCE` exactly (times 1.0).
 fn left_variance(frames: usize) -> f32 {
-    LEFT_VARIANCE * (3.0 / frames.max(1) as f32)
+    LEFT_VARIANCE * (3.0 / frames as f32)
 }
 
 /// Rows after which [`flatten_band`] starts its running sums afresh, so rounding cannot build
