@@ -293,6 +293,8 @@ fn estimate_with(
     field.map_neighbour(neighbour, depth, tone);
     let mapped = std::mem::take(&mut field.mapped);
     let mut parent: Option<(usize, usize)> = None;
+    // The last searched level's typical zero-vector cost ([`typical_zero_cost`]).
+    let mut typical = 0.0;
     for level in (0..depth).rev() {
         let search = Search::new(&centre.bytes[level], &mapped[level]);
         let (bx, by) = (search.c.width.div_ceil(BLOCK), search.c.height.div_ceil(BLOCK));
@@ -341,14 +343,17 @@ fn estimate_with(
         // Below the top level (whose full search has no zero-vector costs to scale by), and
         // before this level's vectors become the next one's predictors.
         if parent_dims.is_some() {
-            prefer_neighbours(field, &search, neighbour_preference);
+            typical = typical_zero_cost(field);
+            prefer_neighbours(field, &search, neighbour_preference * typical);
         }
         parent = Some((bx, by));
     }
     // The finest level is never the top one but on frames too small for a pyramid: those keep
     // their full-search answer.
     if depth > 1 {
-        prefer_zero(field);
+        // The finest level's, once: the neighbour preference leaves the zero-vector costs as
+        // searched.
+        prefer_zero(field, typical);
     }
     field.mapped = mapped;
 }
@@ -367,9 +372,10 @@ const ZERO_PREFERENCE: f32 = 0.15;
 /// average away. The margin follows the frame's typical zero-vector mismatch, so it scales
 /// with the grain; real motion on texture beats the zero vector by far more.
 ///
-/// `field.zero_costs` holds each block's zero-vector cost, from the search.
-fn prefer_zero(field: &mut MotionField) {
-    let margin = ZERO_PREFERENCE * typical_zero_cost(field);
+/// `field.zero_costs` holds each block's zero-vector cost, from the search, and `typical` their
+/// median ([`typical_zero_cost`]).
+fn prefer_zero(field: &mut MotionField, typical: f32) {
+    let margin = ZERO_PREFERENCE * typical;
     for ((v, cost), &zero) in field
         .vectors
         .iter_mut()
@@ -400,8 +406,8 @@ fn typical_zero_cost(field: &mut MotionField) -> f32 {
 const NEIGHBOUR_PREFERENCE: f32 = 0.3;
 
 /// Takes, for each block, the component-wise median of its 3x3 neighbourhood's vectors (its
-/// own included) where that matches within a noise margin of the block's own best (`preference`
-/// times the frame's typical zero-vector cost).
+/// own included) where that matches within `margin` of the block's own best (a noise margin:
+/// [`NEIGHBOUR_PREFERENCE`] times the level's [`typical_zero_cost`]).
 ///
 /// Under heavy grain a block's cost is noisy enough that a vector a pixel or two off the true
 /// one can win by chance: on a still scene at the quality set's strength 1, two blocks in five
@@ -412,8 +418,7 @@ const NEIGHBOUR_PREFERENCE: f32 = 0.3;
 /// side: at most three of its eight neighbours lie across, so the median is its side's vector,
 /// and where a small object moves on its own the median vector's cost is far above the margin.
 /// Every block reads the vectors as searched, so the order of the rows does not matter.
-fn prefer_neighbours(field: &mut MotionField, search: &Search, preference: f32) {
-    let margin = preference * typical_zero_cost(field);
+fn prefer_neighbours(field: &mut MotionField, search: &Search, margin: f32) {
     let (bx, by) = (field.blocks_x, field.blocks_y);
     field.searched.clone_from(&field.vectors);
     let searched = &field.searched;
@@ -537,7 +542,8 @@ pub fn refine(centre: &Pyramid, neighbour: &Pyramid, tone: ToneCorrection, field
     search_blocks(field, &search, |col, row, vectors| {
         search.refine_steps(col * BLOCK, row * BLOCK, vectors[col], steps)
     });
-    prefer_zero(field);
+    let typical = typical_zero_cost(field);
+    prefer_zero(field, typical);
     field.mapped = mapped;
 }
 
@@ -1383,7 +1389,7 @@ mod tests {
                 "block ({col}, {row}) without the margin"
             );
         }
-        prefer_neighbours(&mut field, &search, NEIGHBOUR_PREFERENCE);
+        prefer_neighbours(&mut field, &search, margin);
         for &(col, row, _) in &winners {
             assert_eq!(field.vectors[row * bx + col], (3, 2), "block ({col}, {row}) after");
         }
